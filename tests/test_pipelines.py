@@ -2,14 +2,14 @@
 
 The stage notebooks run in order on one scratch run (each reads the previous stage's files); the run-all driver then
 runs over the same run and must skip every finished stage; changing one parameter reruns that stage and what follows."""
-import json, math
+import json, math, re
 from pathlib import Path
 import papermill as pm
 import pytest
 from conftest import PIPELINES
 
 SMOKE = dict(run='smoke', dataset='synthetic', make_data=False, cls_epochs=1, cls_batch_size=8, cls_crop_size=64,
-             cam_scales=[1.0, 0.5], seg_iters=3, seg_batch_size=4, seg_crop_size=64, seg_rates=[2, 4, 6, 8])
+             cam_scales=[1.0, 0.5], seg_iters=10, seg_batch_size=4, seg_crop_size=64, seg_rates=[2, 4, 6, 8])
 
 def _run(nb, tmp, params, out_name=None):
     "Execute one pipeline notebook with papermill, passing only the parameters it declares."
@@ -71,7 +71,9 @@ def test_scores_and_report(smoke_run):
     assert sc['seg_ratio_to_gt'] == pytest.approx(sc['seg_miou']/sc['seg_gt_miou'])
     report = (run/'report.md').read_text()
     assert 'Pseudo-label mIoU after refinement' in report
-    for img in [l.split('(')[1].rstrip(')') for l in report.splitlines() if l.startswith('![')]:
+    images = re.findall(r'^!\[.*\]\((.+)\)$', report, flags=re.M)
+    assert len(images) >= 6, images
+    for img in images:
         assert (run/img).is_file(), img
 
 def test_run_all_skips_finished_stages_and_reruns_changed_ones(smoke_run):
