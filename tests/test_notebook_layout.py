@@ -6,7 +6,7 @@ from conftest import PIPELINES, ROOT
 NOTEBOOKS = sorted(PIPELINES.glob('[0-9]*.ipynb'))
 
 def test_pipeline_notebooks_found():
-    assert [p.stem for p in NOTEBOOKS] == ['00_run_all', '01_train_cls', '02_make_cams', '03_make_pseudo', '04_train_seg', '05_evaluate']
+    assert [p.stem for p in NOTEBOOKS] == ['00_run_all', '01_train_cls', '02_make_cams', '03_make_pseudo', '04_train_seg', '05_evaluate', '06_compare']
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
 def test_one_literal_parameters_cell(nb):
