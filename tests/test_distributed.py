@@ -6,7 +6,8 @@ the two runs are comparable (documented in nbs/18_distributed.ipynb):
 - no per-rank randomness: random crop/scale/flip/jitter off (crop = image size, scale 1, `cls_flip`/`seg_flip` False,
   `cls_jitter` 0); each rank otherwise draws its own augmentation (seed + rank);
 - BatchNorm independent of the per-rank batch: `cls_bn_eval=True` for the classifier (SyncBatchNorm has no CPU kernel),
-  DeepLab-v2 freezes BN anyway; the backbones used have no dropout;
+  DeepLab-v2 freezes backbone BN, and `seg_neck=0` drops the trainable BN neck Lite0 gets by default (its batch
+  statistics are per rank without SyncBatchNorm); the backbones used have no dropout;
 - the global batch is the config's batch size (each rank B/2) and the ranks shard the single-process loader's batches,
   so every step sees the same images; the DeepLab-v2 loss divides by the global count of valid pixels.
 CAMs and pseudo-labels are compared against a single-process run on the *same* classifier (the 2-rank one), so the
@@ -23,7 +24,7 @@ CFG = dict(dataset='synthetic', make_data=False, backbone='efficientnet_lite0', 
            cls_epochs=2, cls_batch_size=8, cls_lr=0.01, cam_scales=[1.0, 0.5], cam_flip=True, pseudo_bg_threshold=0.3,
            refiner='crf', seg_labels='gt', train_gt_bound=False, seg_backbone='efficientnet_lite0', seg_output_stride=16,
            seg_rates=[1, 2], seg_msc=True, seg_iters=3, seg_batch_size=4, seg_lr=0.01, seg_crop_size=64, seg_scales=[1.0],
-           seg_flip=False, seed=0, device='cpu', amp=False, num_workers=0)
+           seg_flip=False, seg_neck=0, seed=0, device='cpu', amp=False, num_workers=0)
 
 def _state(path): return torch.load(path, map_location='cpu', weights_only=False)['model']
 
