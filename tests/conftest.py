@@ -15,3 +15,22 @@ def smoke_data(tmp_path_factory):
     "A tiny synthetic dataset (16 train / 6 val images of 64 px), generated once per session."
     from wsss_nb.synthetic import make_synthetic
     return make_synthetic(tmp_path_factory.mktemp('data')/'synthetic', n_train=16, n_val=6, size=64, seed=0)
+
+def assert_cam_files(cam_dir, ds):
+    "Every image of `ds` has a CAM file whose keys are its image-level classes, full-size maps, finite, in [0,1]."
+    import numpy as np
+    from wsss_nb.cam import load_cams
+    for i in ds.ids:
+        keys, cam = load_cams(Path(cam_dir)/f'{i}.npz')
+        np.testing.assert_array_equal(keys, np.flatnonzero(ds.labels[i]))
+        assert cam.shape == (len(keys), *ds.load_raw(i)[0].shape[:2])
+        assert np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
+
+def assert_label_files(label_dir, ds):
+    "Every image of `ds` has an image-sized label PNG with values in {0..num_classes-1, 255}."
+    import numpy as np
+    from wsss_nb.data import load_mask
+    for i in ds.ids:
+        lab = load_mask(Path(label_dir)/f'{i}.png')
+        assert lab.shape == ds.load_raw(i)[0].shape[:2]
+        assert set(np.unique(lab)) <= set(range(ds.num_classes)) | {255}

@@ -1,11 +1,12 @@
 "Group-WSSS (method 'group') runs through the classifier, CAM and pseudo-label stages, and its group size is a real knob."
 import numpy as np
+from conftest import assert_cam_files, assert_label_files
 import pytest
 import torch
 import wsss_nb.stages as S
-from wsss_nb.cam import get_method, load_cams
+from wsss_nb.cam import get_method
 from wsss_nb.core import load_json
-from wsss_nb.data import get_dataset, load_mask
+from wsss_nb.data import get_dataset
 from wsss_nb.backbones import get_backbone
 
 COMMON = dict(run='group', dataset='synthetic', device='cpu', progress=False)
@@ -19,15 +20,10 @@ def test_group_pipeline_smoke(smoke_data, tmp_path):
     assert len(hist) == 16//2                                     # 16 exemplars, 2 groups per step
     cams = S.make_cams(out_root=out, data_root=smoke_data, scales=[1.0], **COMMON)
     ds = get_dataset('synthetic', smoke_data, 'train')
-    for i in ds.ids:
-        keys, cam = load_cams(cams.path/f'{i}.npz')
-        np.testing.assert_array_equal(keys, np.flatnonzero(ds.labels[i]))
-        assert cam.shape == (len(keys), 64, 64) and np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
+    assert_cam_files(cams.path, ds)
     pseudo = S.make_pseudo_labels(out_root=out, data_root=smoke_data, refiner='saliency', refiner_args={'variant': 'group'},
                                   bg_threshold=0.3, **COMMON)
-    for i in ds.ids:
-        lab = load_mask(pseudo.path/'labels'/f'{i}.png')
-        assert lab.shape == (64, 64) and set(np.unique(lab)) <= set(range(ds.num_classes)) | {255}
+    assert_label_files(pseudo.path/'labels', ds)
 
 def test_group_size_4_builds_and_steps():
     torch.manual_seed(0)

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, assert_cam_files, assert_label_files
 from wsss_nb.core import load_json
-from wsss_nb.cam import get_method, load_cams
-from wsss_nb.data import get_dataset, load_mask
+from wsss_nb.cam import get_method
+from wsss_nb.data import get_dataset
 from wsss_nb.stages import train_classifier, make_cams, make_pseudo_labels
 
 @pytest.mark.parametrize('method,epochs,args', [('l2g', 1, {}), ('l2g_csa', 2, {'cda_start_epoch': 1, 'cda_cam_thr': 0.3})])
@@ -24,18 +24,10 @@ def test_l2g_pipeline(smoke_data, tmp_path, method, epochs, args):
 
     cams = make_cams(**common, scales=[1.0], amp=False)
     ds = get_dataset('synthetic', smoke_data, 'train'); ds.ids = ds.ids[:8]
-    for i in ds.ids:
-        keys, cam = load_cams(cams.path/f'{i}.npz')
-        img, _ = ds.load_raw(i)
-        np.testing.assert_array_equal(keys, np.flatnonzero(ds.labels[i]))
-        assert cam.shape == (len(keys), *img.shape[:2])
-        assert np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
+    assert_cam_files(cams.path, ds)
 
     pseudo = make_pseudo_labels(**common, refiner='none', bg_threshold=0.25)
-    for i in ds.ids:
-        lab = load_mask(pseudo.path/'labels'/f'{i}.png')
-        assert lab.shape == ds.load_raw(i)[0].shape[:2]
-        assert set(np.unique(lab)) <= set(range(ds.num_classes)) | {255}
+    assert_label_files(pseudo.path/'labels', ds)
 
 def test_l2g_method_args():
     m = get_method('l2g_csa', cda_start_epoch=10, cda_lr=5e-4, lr_decay_epoch=5, train_attention=False, cda_label_fix=False)

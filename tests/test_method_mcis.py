@@ -1,9 +1,10 @@
 "MCIS through the stages: pair training (contrastive term on), co-attention CAM recipe, saliency pseudo-labels."
 import numpy as np
 import pytest
+from conftest import assert_cam_files, assert_label_files
 from wsss_nb.core import load_json
-from wsss_nb.cam import get_method, load_cams
-from wsss_nb.data import get_dataset, load_mask
+from wsss_nb.cam import get_method
+from wsss_nb.data import get_dataset
 from wsss_nb.stages import train_classifier, make_cams, make_pseudo_labels
 
 def test_mcis_pipeline(smoke_data, tmp_path):
@@ -21,17 +22,10 @@ def test_mcis_pipeline(smoke_data, tmp_path):
 
     cams = make_cams(**common, scales=[1.0], amp=False)
     ds = get_dataset('synthetic', smoke_data, 'train'); ds.ids = ds.ids[:8]
-    for i in ds.ids:
-        keys, cam = load_cams(cams.path/f'{i}.npz')
-        img, _ = ds.load_raw(i)
-        np.testing.assert_array_equal(keys, np.flatnonzero(ds.labels[i]))
-        assert cam.shape == (len(keys), *img.shape[:2])
-        assert np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
+    assert_cam_files(cams.path, ds)
 
     pseudo = make_pseudo_labels(**common, refiner='saliency', refiner_args={'variant': 'mcis'}, bg_threshold=0.3)
-    for i in ds.ids:
-        lab = load_mask(pseudo.path/'labels'/f'{i}.png')
-        assert set(np.unique(lab)) <= set(range(ds.num_classes)) | {255}
+    assert_label_files(pseudo.path/'labels', ds)
 
 def test_mcis_method_args():
     m = get_method('mcis', lr_steps=[5/11, 10/11], infer_size=256)
