@@ -10,7 +10,7 @@ from wsss_nb.stages import train_classifier, make_cams, make_pseudo_labels
 def test_mcis_pipeline(smoke_data, tmp_path):
     common = dict(run='mcis', out_root=tmp_path, dataset='synthetic', data_root=smoke_data, split='train',
                   device='cpu', max_images=8, progress=False)
-    cls = train_classifier(**common, method='mcis', method_args=dict(extra_channels=32), backbone='efficientnet_lite0',
+    cls = train_classifier(**common, method='mcis', method_args=dict(extra_channels=32, extra_bn=True), backbone='efficientnet_lite0',
                            pretrained=None, epochs=3, batch_size=2, crop_size=48, amp=False)
     hist = load_json(cls.path/'history.json')
     assert len(hist) == 3 * (8 // 2)
@@ -19,6 +19,8 @@ def test_mcis_pipeline(smoke_data, tmp_path):
     assert all(h['contrast'] == 0 for h in hist[:per_epoch])
     assert any(h['contrast'] > 0 for h in hist[per_epoch:])
     assert all(h['self_pairs'] > 0 for h in hist)
+    ckpt_meta = load_json(cls.path/'_params.json')['params']['method_args']
+    assert ckpt_meta['extra_bn'] is True
 
     cams = make_cams(**common, scales=[1.0], amp=False)
     ds = get_dataset('synthetic', smoke_data, 'train'); ds.ids = ds.ids[:8]

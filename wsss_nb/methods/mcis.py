@@ -37,13 +37,16 @@ class MCISNet(nn.Module):
     def __init__(self,
                  backbone:nn.Module, # feature extractor with an `out_channels` attribute
                  num_classes:int, # number of foreground classes K
-                 extra_channels:int=512): # width of the three extra 3×3 convolutions
+                 extra_channels:int=512, # width of the three extra 3×3 convolutions
+                 extra_bn:bool=False): # BatchNorm after each extra conv (not in MCIS; keeps them alive on unnormalised features)
         super().__init__()
         self.backbone, self.num_classes = backbone, num_classes
         c = extra_channels
-        self.extra_convs = nn.Sequential(nn.Conv2d(backbone.out_channels, c, 3, padding=1), nn.ReLU(inplace=True),
-                                         nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
-                                         nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True))
+        layers, c_in = [], backbone.out_channels
+        for _ in range(3):
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), *([nn.BatchNorm2d(c)] if extra_bn else []), nn.ReLU(inplace=True)]
+            c_in = c
+        self.extra_convs = nn.Sequential(*layers)
         self.classifier = nn.Conv2d(c, num_classes, 1)                 # single-image branch (with bias)
         for m in [*self.extra_convs, self.classifier]:
             if isinstance(m, nn.Conv2d):
@@ -202,6 +205,7 @@ class MCIS(WSSSMethod):
 
     def __init__(self,
                  extra_channels:int=512, # width of the three extra 3×3 convs (512 in MCIS)
+                 extra_bn:bool=False, # BatchNorm after each extra conv (off in MCIS; on for backbones without normalised outputs)
                  contrast_start_epoch:int=2, # first epoch of the contrastive loss (capped at half the run)
                  self_pairs:bool=True, # flip / 0.75× / 2× self-pair losses of the original code
                  lr_steps:list=(1/3, 2/3), # ×`lr_gamma` at these fractions of the epochs (5 and 10 of 15)
@@ -213,7 +217,8 @@ class MCIS(WSSSMethod):
         if any(not 0 < float(f) <= 1 for f in lr_steps):
             raise ConfigError(f"mcis: lr_steps must be fractions of the epochs in (0,1], got {list(lr_steps)}")
         if n_partners < 0: raise ConfigError(f"mcis: n_partners must be >= 0, got {n_partners}")
-        self.extra_channels, self.contrast_start_epoch, self.self_pairs = extra_channels, contrast_start_epoch, self_pairs
+        self.extra_channels, self.extra_bn = extra_channels, extra_bn
+        self.contrast_start_epoch, self.self_pairs = contrast_start_epoch, self_pairs
         self.lr_steps, self.lr_gamma, self.n_partners = tuple(float(f) for f in lr_steps), lr_gamma, n_partners
         self.infer_size, self.gate = infer_size, gate
         self.epochs, self._sampler, self._ds, self._cursor, self._index, self._labels = None, None, None, 0, None, None
@@ -221,7 +226,7 @@ class MCIS(WSSSMethod):
     def build_model(self, backbone:nn.Module, # feature extractor with `out_channels`
                     num_classes:int)->nn.Module: # number of foreground classes K
         "An `MCISNet`."
-        return MCISNet(backbone, num_classes, self.extra_channels)
+        return MCISNet(backbone, num_classes, self.extra_channels, self.extra_bn)
 
     def train_loader(self, dataset, batch_size:int, num_workers:int=0, seed:int=0, # dataset; pairs per step; workers; seed
                      collate_fn=None): # batch collation
