@@ -90,3 +90,12 @@ def test_run_all_skips_finished_stages_and_reruns_changed_ones(smoke_run):
     assert after['pseudo'] != before['pseudo'] and after['seg_pseudo'] != before['seg_pseudo']
     assert _done(run, 'pseudo')['summary']['bg_threshold'] == 0.3
     assert (run/'cls'/'model.pt').stat().st_mtime_ns == mtime
+
+def test_training_seed_is_independent_of_the_dataset_seed(smoke_data, tmp_path):
+    "Another training `seed` on an existing synthetic dataset trains on it (the generator seed is `synth_seed`)."
+    meta = (smoke_data/'synthetic.json').read_text()
+    params = dict(SMOKE, run='seed1', seed=1, make_data=True, synth_n_train=16, synth_n_val=6, synth_size=64, synth_seed=0,
+                  data_root=str(smoke_data), out_root=str(tmp_path/'outputs'), max_images=4)
+    _run('01_train_cls', tmp_path, params)
+    assert _done(tmp_path/'outputs'/'seed1', 'cls')['summary']['steps'] >= 1
+    assert (smoke_data/'synthetic.json').read_text() == meta

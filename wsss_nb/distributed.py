@@ -237,7 +237,7 @@ def run_stages(cfg:dict, # pipeline parameters (the keys of `wsss-nb params`); m
     kw = stage_calls(p)
     if 'cls' in stages or 'cams' in stages:
         on_main(S.prepare_data, p['dataset'], p['data_root'], make_data=p['make_data'], n_train=p['synth_n_train'],
-                n_val=p['synth_n_val'], size=p['synth_size'], seed=p['seed'])
+                n_val=p['synth_n_val'], size=p['synth_size'], seed=p['synth_seed'])
     if 'cls' in stages: S.train_classifier(**kw['cls'], progress=progress)
     if 'cams' in stages: S.make_cams(**kw['cams'], progress=progress)
     if 'pseudo' in stages: S.make_pseudo_labels(**kw['pseudo'], progress=progress)
