@@ -51,6 +51,21 @@ def test_unknown_config_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'cls_epoch' in err and 'seg_iterations' in err and 'bad.yaml' in err and 'cls_epochs' in err   # valid names listed
 
+def test_bad_component_options_fail_before_any_stage(tmp_path, capsys):
+    "A typo in method_args or refiner_args fails the run at once, naming the file and the valid names; nothing is written."
+    from wsss_nb.cli import main
+    cfg = tmp_path/'typo.yaml'
+    cfg.write_text(f'run: x\nout_root: {tmp_path/"out"}\nmethod: mcis\nmethod_args: {{extra_bn: true}}\n'
+                   'refiner: saliency\nrefiner_args: {variant: mcis, sal_cutt: 32}\n')
+    assert main(['run', str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert 'typo.yaml' in err and 'sal_cutt' in err and 'sal_cut' in err.replace('sal_cutt', '')
+    assert not (tmp_path/'out').exists()
+    cfg.write_text(f'run: x\nout_root: {tmp_path/"out"}\nmethod: mcis\nmethod_args: {{extra_bm: true}}\n')
+    assert main(['run', str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert 'extra_bm' in err and 'extra_bn' in err.replace('extra_bm', '') and not (tmp_path/'out').exists()
+
 def test_bad_threshold_value(smoke_data, tmp_path):
     from wsss_nb.stages import _bg_threshold
     with pytest.raises(ConfigError, match='bg_threshold'): _bg_threshold('high', None)

@@ -12,7 +12,7 @@ from .stages import project_root
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'DEMO_CONFIG', 'pipelines_dir', 'notebook_params',
-           'valid_keys', 'run_pipeline', 'format_scores', 'list_components', 'run_compare', 'main']
+           'valid_keys', 'check_components', 'run_pipeline', 'format_scores', 'list_components', 'run_compare', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = ['01_train_cls', '02_make_cams', '03_make_pseudo', '04_train_seg', '05_evaluate']
@@ -72,6 +72,19 @@ def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
     print(f"[wsss-nb] {nb} finished in {time.time()-t0:.1f}s -> {final}", flush=True)
     return final
 
+def check_components(params:dict, # full pipeline parameters (defaults merged)
+                     where:str='config'): # name of the config source, for errors
+    "Fail now, naming `where`, if the method, refiner or a backbone is unknown or given options it does not take."
+    from wsss_nb.cam import get_method
+    from wsss_nb.pseudo import get_refiner
+    from wsss_nb.backbones import backbones
+    try:
+        get_method(params['method'], **(params.get('method_args') or {}))
+        get_refiner(params['refiner'], **(params.get('refiner_args') or {}))
+        for key in ('backbone', 'seg_backbone'): backbones.get(params[key])
+    except (ConfigError, KeyError, ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: {e}") from e
+
 def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_keys`)
                  stages:list=None, # Subset of STAGE_NOTEBOOKS to run (default: all)
                  log_output:bool=False, # Stream the notebooks' output (progress bars) to the terminal
@@ -81,6 +94,7 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
     stages = stages or STAGE_NOTEBOOKS
     check_keys({s: 1 for s in stages}, STAGE_NOTEBOOKS, where='stages')
     params = {**notebook_params('00_run_all'), **_resolve_paths(cfg)}
+    check_components(params, where=where)   # before any stage: a typo should not cost the classifier's training
     out = run_dir(params['out_root'], params['run'])
     nb_dir = out/'notebooks'
     save_json(params, out/'config.json')

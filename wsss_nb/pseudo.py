@@ -147,16 +147,21 @@ SALIENCY_VARIANTS = dict(
     group=dict(fg_threshold=None, conflict=0.9, att_threshold=0.8, sal_cut=32, min_fg_frac=0.01),
     oaa=dict(fg_threshold=None, conflict=0.9, att_threshold=0.8, sal_cut=32, min_fg_frac=0.01))
 
+def _saliency_params(variant, overrides):
+    "Merge a saliency variant's thresholds with explicit overrides, rejecting unknown variants and names."
+    if variant not in SALIENCY_VARIANTS:
+        raise ConfigError(f"Unknown saliency variant {variant!r}. Valid variants: {', '.join(SALIENCY_VARIANTS)}")
+    p = {**SALIENCY_VARIANTS[variant], **overrides}
+    check_keys(p, SALIENCY_VARIANTS['mcis'].keys(), where='saliency_labels parameters')
+    return p
+
 def saliency_labels(cams, # (n,H,W) CAMs (min-max normalised here)
                     keys, # (n,) 0-based foreground class indices
                     saliency, # (H,W) float saliency in [0,1]
                     variant:str='mcis', # 'mcis', 'group' or 'oaa' (table above)
                     **overrides)->np.ndarray: # fg_threshold, conflict, att_threshold, sal_cut (0..255), min_fg_frac
     "OAA-lineage `gen_gt` rule: saliency background, conflict and uncertain pixels 255, near-empty images all 255."
-    if variant not in SALIENCY_VARIANTS:
-        raise ConfigError(f"Unknown saliency variant {variant!r}. Valid variants: {', '.join(SALIENCY_VARIANTS)}")
-    p = {**SALIENCY_VARIANTS[variant], **overrides}
-    check_keys(p, SALIENCY_VARIANTS['mcis'].keys(), where='saliency_labels parameters')
+    p = _saliency_params(variant, overrides)
     cams, keys = _cams_keys(cams, keys)
     sal = saliency.detach().cpu().numpy() if isinstance(saliency, torch.Tensor) else np.asarray(saliency, np.float32)
     if sal.shape != cams.shape[1:]: raise DataError(f"saliency shape {sal.shape} does not match cams spatial shape {cams.shape[1:]}")
@@ -200,11 +205,27 @@ def _refine_saliency(image, cams, keys, bg_threshold=None, saliency=None, **kw):
     return saliency_labels(cams, keys, saliency, **kw)
 _refine_saliency.needs_saliency = True
 
+def _no_options(**kw):
+    if kw: raise ConfigError(f"refiner 'none' takes no refiner_args, got: {', '.join(sorted(kw))}")
+
+def _psa_options(alpha_low=4, alpha_high=32, preset=CRF_PSA, **unknown):
+    if unknown: raise ConfigError(f"Unknown refiner_args for 'psa': {', '.join(sorted(unknown))}. Valid: alpha_low, alpha_high, preset")
+    _crf_params(preset, {})
+
+# Each function refiner checks its options when bound (a class refiner checks them in its constructor), so a typo in
+# `refiner_args` fails before any stage runs, not at the first image after hours of training.
+_refine_none.check_options = _no_options
+_refine_crf.check_options = lambda preset=CRF_PSA, **kw: _crf_params(preset, kw)
+_refine_crf_deeplab.check_options = lambda **kw: _crf_params(CRF_DEEPLAB, kw)
+_refine_psa.check_options = _psa_options
+_refine_saliency.check_options = lambda variant='mcis', **kw: _saliency_params(variant, kw)
+
 def get_refiner(name:str, # registered name, see `refiners.names()`
                 **kw): # options bound to the refiner (e.g. `variant='mcis'`, `preset=CRF_DEEPLAB`)
     "The refiner registered as `name` with `kw` bound: `refine(image, cams, keys, bg_threshold, saliency=None) -> labels`."
     factory = refiners.get(name)
     if isinstance(factory, type): return factory(**kw)
+    if check := getattr(factory, 'check_options', None): check(**kw)   # unknown or invalid options: ConfigError now
     bound = functools.partial(factory, **kw)
     bound.needs_saliency = getattr(factory, 'needs_saliency', False)
     return bound

@@ -1,0 +1,25 @@
+"Every shipped config is runnable as far as can be checked without running it: known keys, methods, refiners, backbones."
+from pathlib import Path
+import pytest, yaml
+from wsss_nb.cam import get_method
+from wsss_nb.pseudo import get_refiner
+from wsss_nb.backbones import backbones
+from wsss_nb.cli import valid_keys
+
+CONFIGS = sorted((Path(__file__).parents[1]/'configs').glob('*.yaml'))
+
+def test_configs_exist():
+    names = {p.stem for p in CONFIGS}
+    for method in ('cam', 'sccam', 'mcis', 'group', 'msa', 'l2g', 'l2g_csa'):
+        assert f'voc12_{method}' in names, f'configs/voc12_{method}.yaml missing'
+        assert (f'demo_{method}' if method != 'cam' else 'demo') in names, f'demo config for {method} missing'
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+def test_config_is_valid(path):
+    cfg = yaml.safe_load(path.read_text())
+    assert not set(cfg) - valid_keys(), f'{path.name}: unknown keys {sorted(set(cfg) - valid_keys())}'
+    assert cfg['run'] == path.stem, f'{path.name}: run {cfg["run"]!r} should be the file name, so runs do not collide'
+    get_method(cfg.get('method', 'cam'), **cfg.get('method_args', {}))        # raises on an unknown method or argument
+    get_refiner(cfg.get('refiner', 'crf'), **cfg.get('refiner_args', {}))     # likewise for the refiner
+    for key in ('backbone', 'seg_backbone'):
+        if key in cfg: assert cfg[key] in backbones.names(), f'{path.name}: {key} {cfg[key]!r} is not registered'
