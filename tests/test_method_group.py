@@ -38,3 +38,28 @@ def test_group_size_4_builds_and_steps():
     opt.zero_grad(); out['loss'].backward(); opt.step(); sched.step()
     assert not torch.equal(before, model.fusion.weight)
     with pytest.raises(ValueError, match='groups of 4'): model(torch.randn(6, 3, 48, 48))
+
+def test_group_online_maps_through_the_stages(smoke_data, tmp_path):
+    "online_maps: maps accumulated while training, written to cls/online_maps.npz, read back by the CAM stage."
+    from wsss_nb.cam import load_cams
+    from wsss_nb.core import ConfigError
+    from wsss_nb.methods.group import ONLINE_MAPS, load_online_maps
+    out = tmp_path/'out'
+    kw = dict(out_root=out, data_root=smoke_data, method='group', backbone='efficientnet_lite0', pretrained=None, epochs=2,
+              batch_size=2, method_args=dict(online_maps=True, head_init='kaiming', head_width=32), **COMMON)
+    with pytest.raises(ConfigError, match='cls_resize.*cls_flip'): S.train_classifier(crop_size=48, **kw)   # random crops + flips
+    assert not (out/'group'/'cls').exists()                              # refused before anything was written
+    cls = S.train_classifier(resize=48, crop_size=48, scale_min=1.0, scale_max=1.0, flip=False, **kw)
+    maps = load_online_maps(cls.path/ONLINE_MAPS)
+    ds = get_dataset('synthetic', smoke_data, 'train')
+    # the last epoch writes a map for every class of every exemplar (16 images, 2 groups per step: all are exemplars)
+    assert set(maps) == {f'{i}/{c}' for i in ds.ids for c in np.flatnonzero(ds.labels[i])}
+    assert all(m.dtype == np.uint8 and m.shape == (3, 3) for m in maps.values())     # 48 px at output stride 16
+    cams = S.make_cams(out_root=out, data_root=smoke_data, scales=[1.0], **COMMON)
+    assert_cam_files(cams.path, ds)
+    i = ds.ids[0]
+    keys, cam = load_cams(cams.path/f'{i}.npz')
+    for k, c in zip(keys, cam):     # the CAM is the stored map resized to the image (then max-normalised by the stage)
+        m = torch.nn.functional.interpolate(torch.from_numpy(maps[f'{i}/{k}']).float()[None, None], size=c.shape, mode='bilinear',
+                                            align_corners=False)[0, 0].numpy()
+        np.testing.assert_allclose(c, m/max(m.max(), 1e-8), atol=1e-3)

@@ -50,8 +50,8 @@ def test_sccam_resume_keeps_clusters(smoke_data, tmp_path, monkeypatch):
     out = tmp_path/'out'
     kw = dict(run='r', out_root=out, data_root=smoke_data, method_args=ARGS, epochs=3, max_images=8, **TRAIN, **COMMON)
     real, steps = S._checkpoint, []
-    def crash_after_round_1_epoch(*a):
-        real(*a); steps.append(a[4])
+    def crash_after_round_1_epoch(*a, **k):
+        real(*a, **k); steps.append(a[4])
         if a[4] == 4: raise KeyboardInterrupt('killed')             # 2 steps per epoch; rounds start at epochs 0 and 1
     monkeypatch.setattr(S, '_checkpoint', crash_after_round_1_epoch)
     with pytest.raises(KeyboardInterrupt): S.train_classifier(**kw)

@@ -30,8 +30,8 @@ def test_training_resumes_from_checkpoint(smoke_data, tmp_path, monkeypatch, cap
     out = tmp_path/'out'
     kw = dict(out_root=out, data_root=smoke_data, epochs=2, batch_size=8, crop_size=64, **COMMON)
     real, steps = S._checkpoint, []
-    def crash_after_first_checkpoint(*a):
-        real(*a); steps.append(a[4])
+    def crash_after_first_checkpoint(*a, **k):
+        real(*a, **k); steps.append(a[4])
         raise KeyboardInterrupt('killed after checkpoint')
     monkeypatch.setattr(S, '_checkpoint', crash_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt): S.train_classifier(**kw)

@@ -80,6 +80,7 @@ class MethodContext:
     seed:int=0 # random seed
     progress:bool=False # show progress bars
     index:int=None # `infer` only: index in `dataset` of the image being inferred (set per image by the CAM stage)
+    cls_dir:object=None # `infer` only: the classifier stage folder (files the method wrote while training)
     label:object=None # `infer` only: (K,) image-level labels of that image (the CAM stage keeps only these classes anyway)
 
 class WSSSMethod:
@@ -87,6 +88,7 @@ class WSSSMethod:
     name = 'base'
     needs_saliency = False
     clip_grad_norm = None
+    needs_whole_images = False
 
     def __init__(self): # subclasses take their hyperparameters as keyword arguments with defaults
         self.epoch = 0
@@ -134,6 +136,17 @@ class WSSSMethod:
               ctx:MethodContext)->torch.Tensor: # scales, flip, device, amp (and the dataset, for methods that need partners)
         "Test-time maps (K,H,W) of one image, non-negative, not normalised: multi-scale + flip `infer_cams` by default."
         return infer_cams(lambda x: self.cams(model, x), image, scales=ctx.scales, flip=ctx.flip, device=ctx.device, amp=ctx.amp)
+
+    def method_state(self)->dict:
+        "State learned outside the network, saved in the training checkpoint (resume); the default has none."
+        return {}
+
+    def load_method_state(self, state:dict): # what `method_state` returned
+        "Restore `method_state` when training resumes."
+
+    def on_train_end(self, model:nn.Module, # network from `build_model`
+                     ctx:MethodContext): # `ctx.out_dir` is the classifier stage folder
+        "Hook run once after the last training step (e.g. to write online maps); the default does nothing."
 
     def param_groups(self, model:nn.Module, # network from `build_model`
                      lr:float, **kw)->list: # base learning rate; passed on to `model.param_groups`

@@ -202,7 +202,7 @@ def stage_calls(params:dict)->dict:
     dev = dict(device=p['device'], amp=p['amp'])
     cls = dict(common, split=p['train_split'], method=p['method'], method_args=p['method_args'], saliency_dir=p['saliency_dir'],
                backbone=p['backbone'], pretrained=p['pretrained'], output_stride=p['output_stride'], crop_size=p['cls_crop_size'],
-               scale_min=p['cls_scale_min'], scale_max=p['cls_scale_max'], epochs=p['cls_epochs'], batch_size=p['cls_batch_size'],
+               scale_min=p['cls_scale_min'], scale_max=p['cls_scale_max'], resize=p['cls_resize'], epochs=p['cls_epochs'], batch_size=p['cls_batch_size'],
                lr=p['cls_lr'], head_lr_mult=p['cls_head_lr_mult'], weight_decay=p['cls_weight_decay'], seed=p['seed'],
                num_workers=p['num_workers'], max_images=p['max_images'], flip=p['cls_flip'], jitter=p['cls_jitter'],
                bn_eval=p['cls_bn_eval'], sync_bn=p['sync_bn'], **dev)

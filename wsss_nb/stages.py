@@ -89,6 +89,7 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                      output_stride:int=16, # Backbone output stride
                      crop_size:int=128, # Random crop size
                      scale_min:float=0.7, scale_max:float=1.3, # Random rescale range
+                     resize:int=None, # Squash every image to resize×resize first (aspect ratio ignored, like OAA); None: keep
                      epochs:int=4, # Training epochs
                      batch_size:int=16, # Images per step (pairs / groups per step for methods that batch them)
                      lr:float=0.01, # Backbone learning rate (head gets `head_lr_mult`×)
@@ -111,14 +112,17 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                   pretrained=None if pretrained is None else str(pretrained), output_stride=output_stride,
                   crop_size=crop_size, scale=[scale_min, scale_max], epochs=epochs, batch_size=batch_size, lr=lr,
                   head_lr_mult=head_lr_mult, weight_decay=weight_decay, saliency_dir=_str(saliency_dir), seed=seed, max_images=max_images,
-                  **_non_default(flip=(flip, True), jitter=(jitter, 0.3), bn_eval=(bn_eval, False), sync_bn=(sync_bn, False)))
+                  **_non_default(flip=(flip, True), jitter=(jitter, 0.3), bn_eval=(bn_eval, False), sync_bn=(sync_bn, False),
+                                 resize=(resize, None)))
     st = Stage(out_root, run, 'cls', params)
     if st.done: print(f"cls: already done with these parameters ({st.path})"); return st
     wsss = get_method(method, **method_args)   # fails on unknown names before any work
     info = init_distributed(device); dev = info.device   # rank 0 of 1 unless started by torchrun
+    if wsss.needs_whole_images: _check_whole_images(method, resize, crop_size, scale_min, scale_max, flip, info.world)
     on_main(st.begin); seed_everything(seed); t0 = time.time()
     if info.distributed: seed_rank(seed, info.rank)       # each rank its own augmentation stream
-    tfm = SegTransform(crop_size=crop_size, scale_range=(scale_min, scale_max), flip=flip, jitter=jitter)
+    tfm = SegTransform(crop_size=crop_size, scale_range=(scale_min, scale_max), flip=flip, jitter=jitter,
+                       resize=None if resize is None else (resize, resize))
     ds = _without_masks(_subset(_dataset(dataset, data_root, split, saliency_dir, wsss.needs_saliency, transform=tfm), max_images))
     loader = wsss.train_loader(ds, per_rank_batch(batch_size, info.world), num_workers=num_workers, seed=seed, collate_fn=collate)
     loader = shard_loader(loader, info.rank, info.world)  # this rank's share of every global batch
@@ -127,7 +131,7 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
     if sync_bn: model = convert_sync_bn(model, info)
     total = epochs*len(loader)
     opt, sched = wsss.optimizer(model, lr, total_steps=total, steps_per_epoch=len(loader), head_lr_mult=head_lr_mult, weight_decay=weight_decay)
-    step, history = _resume(st.path/'last.pt', model, opt, sched)
+    step, history = _resume(st.path/'last.pt', model, opt, sched, method=wsss)
     loss_fn = wrap_ddp(LossModule(wsss, model), info, find_unused_parameters=True)  # DDP sees the method's whole loss
     ctx = MethodContext(dataset=_without_masks(_subset(_dataset(dataset, data_root, split, saliency_dir, wsss.needs_saliency), max_images)),
                         device=dev, amp=amp, out_dir=st.path, epochs=epochs, seed=seed, progress=progress)
@@ -144,8 +148,10 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                 opt.step(); sched.step(); step += 1
                 history.append(all_reduce_mean({k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}))
                 bar.update(); bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
-                if (step % len(loader) == 0 or step == total) and info.is_main: _checkpoint(st.path/'last.pt', model, opt, sched, step, history)
+                if (step % len(loader) == 0 or step == total) and info.is_main:
+                    _checkpoint(st.path/'last.pt', model, opt, sched, step, history, method_state=wsss.method_state())
     if not all(np.isfinite(h['loss']) for h in history): raise WSSSError(f"cls: the training loss became non-finite (lr={lr} too high?); see {st.path/'last.pt'}")
+    on_main(lambda: wsss.on_train_end(model, ctx))
     meta = dict(method=method, method_args=method_args, backbone=backbone, output_stride=output_stride, num_classes=ds.num_classes, class_names=ds.class_names)
     def _finish():
         save_torch(dict(model=model.state_dict(), meta=meta), st.path/'model.pt')
@@ -154,6 +160,16 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                        train_time_s=time.time()-t0, peak_mem_mb=_peak_mem_mb(dev)))
     on_main(_finish)
     return st
+
+def _check_whole_images(method, resize, crop_size, scale_min, scale_max, flip, world):
+    "Methods that accumulate maps online store them in the training input's frame: it must be the whole, unflipped image."
+    need = dict(cls_resize=(resize is not None, 'a square size, e.g. 256'),
+                cls_crop_size=(resize is not None and crop_size == resize, 'equal to cls_resize'),
+                cls_scale_min=(scale_min == 1, '1.0'), cls_scale_max=(scale_max == 1, '1.0'), cls_flip=(not flip, 'false'))
+    if bad := [f"{k} ({want})" for k, (ok, want) in need.items() if not ok]:
+        raise ConfigError(f"method {method!r} accumulates maps online in the frame of the training input, which must be the "
+                          f"whole image squashed to a square, unflipped; set {', '.join(bad)}")
+    if world > 1: raise ConfigError(f"method {method!r} with online maps runs on one process only (the maps are not merged across ranks)")
 
 def _non_default(**pairs)->dict:
     "The parameters whose value differs from its default: new options join a stage's fingerprint only when used."
@@ -191,15 +207,16 @@ def _subset(ds, max_images):
     if max_images: ds.ids = ds.ids[:max_images]
     return ds
 
-def _checkpoint(path, model, opt, sched, step, history):
+def _checkpoint(path, model, opt, sched, step, history, method_state=None):
     save_torch(dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step,
-                    history=history, rng=torch.get_rng_state()), path)
+                    history=history, rng=torch.get_rng_state(), method_state=method_state or {}), path)
 
-def _resume(path, model, opt, sched):
-    "Restore a checkpoint written by `_checkpoint`; returns (step, history)."
+def _resume(path, model, opt, sched, method=None):
+    "Restore a checkpoint written by `_checkpoint` (and the method's own state); returns (step, history)."
     if not Path(path).is_file(): return 0, []
     ck = torch.load(path, map_location='cpu', weights_only=False)
     model.load_state_dict(ck['model']); opt.load_state_dict(ck['opt']); sched.load_state_dict(ck['sched'])
+    if method is not None: method.load_method_state(ck.get('method_state', {}))
     torch.set_rng_state(ck['rng'])
     print(f"resuming from {path} at step {ck['step']}")
     return ck['step'], ck['history']
@@ -242,7 +259,8 @@ def make_cams(run:str='smoke', out_root='outputs', dataset:str='synthetic', data
     on_main(st.begin); t0 = time.time()
     wsss, model, meta = load_classifier(cls.path/'model.pt', dev)
     ds = _subset(_dataset(dataset, data_root, split, saliency_dir, wsss.needs_saliency), max_images)
-    ctx = MethodContext(dataset=_without_masks(ds), device=dev, amp=amp, out_dir=st.path, scales=tuple(scales), flip=flip, progress=progress)
+    ctx = MethodContext(dataset=_without_masks(ds), device=dev, amp=amp, out_dir=st.path, scales=tuple(scales), flip=flip, progress=progress,
+                        cls_dir=cls.path)
     todo = [i for i in shard(range(len(ds)), info.rank, info.world) if not (st.path/f'{ds.ids[i]}.npz').is_file()]  # resume: skip written files
     default_infer = type(wsss).infer is WSSSMethod.infer
     if default_infer and (cam_batch_size > 1 or num_workers > 0 or compile):

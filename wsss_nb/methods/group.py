@@ -9,12 +9,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import ConfigError, DataError
+from pathlib import Path
+from ..core import ConfigError, DataError, save_npz
 from ..cam import methods, WSSSMethod, MethodContext, cam_loss, infer_cams
 
 # %% auto #0
-__all__ = ['group_head', 'CoAttention', 'ConvGRUCell', 'GraphDropout', 'GroupNet', 'group_loss', 'PartnerIndex', 'GroupSampler',
-           'GroupMethod', 'accumulate_map']
+__all__ = ['ONLINE_MAPS', 'group_head', 'CoAttention', 'ConvGRUCell', 'GraphDropout', 'GroupNet', 'group_loss', 'PartnerIndex',
+           'GroupSampler', 'GroupMethod', 'accumulate_map', 'save_online_maps', 'load_online_maps']
 
 # %% ../../nbs/13_group.ipynb #c0a3f7d9
 def group_head(in_channels:int, # backbone channels (512 for VGG16)
@@ -263,7 +264,9 @@ class GroupMethod(WSSSMethod):
                  lr_steps:tuple=(1/3, 2/3), # lr ×`lr_gamma` at these fractions of the epochs (5 and 10 of 15)
                  lr_gamma:float=0.1, # step decay factor
                  bias_lr_mult:float=2., # biases learn 2× faster than their weights
-                 head_init:str='normal'): # new-layer init: 'normal' N(0, 0.01) (original) or 'kaiming' (short CPU runs)
+                 head_init:str='normal', # new-layer init: 'normal' N(0, 0.01) (original) or 'kaiming' (short CPU runs)
+                 online_maps:bool=False, # the original's maps: accumulated online while training (`accumulate_map`), not a test pass
+                 online_min_prob:float=0.1): # online maps: update only when σ(final logit) ≥ this
         super().__init__()
         if int(group_size) < 2: raise ConfigError(f"method_args group_size must be >= 2, got {group_size}")
         if int(steps) < 1: raise ConfigError(f"method_args steps must be >= 1, got {steps}")
@@ -271,7 +274,13 @@ class GroupMethod(WSSSMethod):
         self.drop_rate, self.drop_th, self.gdl_in_eval = drop_rate, drop_th, gdl_in_eval
         self.init_weight, self.max_tries, self.lr_steps, self.lr_gamma, self.bias_lr_mult = init_weight, max_tries, tuple(lr_steps), lr_gamma, bias_lr_mult
         self._sampler, self._partners = None, {}
-        self.head_init = head_init
+        self.head_init, self.online_maps, self.online_min_prob = head_init, bool(online_maps), online_min_prob
+        self.epochs, self._maps, self._stored = 1, {}, None
+
+    @property
+    def needs_whole_images(self)->bool:
+        "Online maps live in the training input's frame: training must see whole, unflipped, squashed images."
+        return self.online_maps
 
     def build_model(self, backbone:nn.Module, # feature extractor with `out_channels`
                     num_classes:int)->GroupNet: # foreground classes K
@@ -288,8 +297,9 @@ class GroupMethod(WSSSMethod):
         return torch.utils.data.DataLoader(dataset, batch_sampler=self._sampler, num_workers=num_workers, collate_fn=collate_fn)
 
     def on_epoch_start(self, model, epoch, ctx):
-        "Record the epoch and re-draw the groups for it."
+        "Record the epoch (and the run length, for the online maps' last epoch) and re-draw the groups for it."
         super().on_epoch_start(model, epoch, ctx)
+        self.epochs = ctx.epochs
         if self._sampler is not None: self._sampler.set_epoch(epoch)
 
     def optimizer(self, model:GroupNet, lr:float, total_steps:int, steps_per_epoch:int=1, head_lr_mult:float=10., weight_decay:float=5e-4)->tuple:
@@ -301,9 +311,33 @@ class GroupMethod(WSSSMethod):
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda it: self.lr_gamma**sum(it >= m for m in milestones))
 
     def loss(self, model:GroupNet, batch:dict)->dict:
-        "`group_loss` of a batch of consecutive groups."
+        "`group_loss` of a batch of consecutive groups (and, with `online_maps`, the exemplars' map update)."
         out = model(batch['image'])
+        if self.online_maps and model.training: self.accumulate(out, batch)
         return group_loss(out['init_logits'], out['logits'], batch['label'], self.group_size, self.init_weight)
+
+    def accumulate(self, out:dict, # `GroupNet.forward` output of the batch
+                   batch:dict): # the batch: 'id' and 'label' of its B·G images
+        "Online maps: `accumulate_map` for the exemplar (first image) of every group and each of its classes."
+        att = F.relu((out['x'].detach() + out['h'].detach())/2).float().cpu()
+        prob = torch.sigmoid(out['logits'].detach().float()).cpu()
+        for e in range(0, len(att), self.group_size):
+            for c in torch.nonzero(batch['label'][e] > 0).flatten().tolist():
+                key = f"{batch['id'][e]}/{c}"
+                new = accumulate_map(self._maps.get(key), att[e, c], float(prob[e, c]), self.epoch, self.epochs, self.online_min_prob)
+                if new is not None: self._maps[key] = new
+
+    def method_state(self)->dict:
+        "The online maps so far (kept in the training checkpoint)."
+        return {'online_maps': dict(self._maps)} if self.online_maps else {}
+
+    def load_method_state(self, state:dict):
+        "Restore the online maps of a resumed run."
+        self._maps = dict(state.get('online_maps', {}))
+
+    def on_train_end(self, model, ctx):
+        "Write the online maps to `ctx.out_dir/online_maps.npz` (keys '<image id>/<class>', uint8 0..255 at feature size)."
+        if self.online_maps: save_online_maps(self._maps, Path(ctx.out_dir)/ONLINE_MAPS)
 
     def cams(self, model:GroupNet, images:torch.Tensor)->torch.Tensor:
         "Maps (B,K,h,w) with the batch itself providing the partners (see `GroupNet.cam`)."
@@ -321,8 +355,25 @@ class GroupMethod(WSSSMethod):
         out = (p >= 0.5).astype(np.float32); out[p.argmax()] = 1.
         return out
 
+    def stored_maps(self, image:torch.Tensor, # (3,H,W) the image (only its size is used)
+                    ctx:MethodContext, # `cls_dir`, `dataset` and `index` of the image
+                    num_classes:int)->torch.Tensor: # K
+        "(K,H,W) online maps of the image in [0,1], bilinearly resized to its size (as the original's `vis.py`); 0 where none."
+        if ctx.cls_dir is None or ctx.index is None or ctx.dataset is None:
+            raise ConfigError("method 'group' with online_maps reads maps by image: MethodContext needs cls_dir, dataset and index")
+        if self._stored is None or self._stored[0] != str(ctx.cls_dir):
+            self._stored = (str(ctx.cls_dir), load_online_maps(Path(ctx.cls_dir)/ONLINE_MAPS))
+        ids = getattr(ctx.dataset, 'ids', None)
+        image_id = ids[ctx.index] if ids is not None else ctx.dataset[ctx.index]['id']
+        out = torch.zeros(num_classes, *image.shape[-2:])
+        for c in range(num_classes):
+            if (m := self._stored[1].get(f'{image_id}/{c}')) is not None:
+                out[c] = F.interpolate(torch.from_numpy(m).float()[None, None]/255, size=out.shape[-2:], mode='bilinear', align_corners=False)[0, 0]
+        return out
+
     def infer(self, model:GroupNet, image:torch.Tensor, ctx:MethodContext)->torch.Tensor:
-        "Maps (K,H,W) of `image` in a group with fixed-seed partners from `ctx.dataset` sharing its classes, over scales and flips."
+        "Maps (K,H,W) of `image`: its online maps (`online_maps`), else a test pass in a group with fixed-seed partners."
+        if self.online_maps: return self.stored_maps(image, ctx, model.num_classes)
         if ctx.dataset is None: raise ConfigError("method 'group' infers maps within groups: MethodContext.dataset must hold the partner pool")
         label = getattr(ctx, 'label', None)
         label = self.predict_labels(model, image, ctx.device) if label is None else np.asarray(label, np.float32)
@@ -346,3 +397,18 @@ def accumulate_map(prev, # stored uint8 (h,w) map or None
     if epoch == epochs - 1 and prev is None: return new
     if prob < min_prob: return prev
     return new if prev is None else np.maximum(prev, new)
+
+# %% ../../nbs/13_group.ipynb #cc3248a7
+ONLINE_MAPS = 'online_maps.npz'  # file name of the online maps in the classifier stage folder
+
+def save_online_maps(maps:dict, # '<image id>/<class>' -> uint8 (h,w)
+                     path): # output `.npz`
+    "Write online maps atomically (a crash leaves the old file or none, never half a file)."
+    save_npz(path, **maps)
+
+def load_online_maps(path)->dict: # a file written by `save_online_maps`
+    "'<image id>/<class>' -> uint8 (h,w) maps; a missing file fails with what to do."
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found: the classifier was not trained with method_args online_maps: true (or did not finish)")
+    with np.load(path) as z: return {k: z[k] for k in z.files}
