@@ -112,7 +112,8 @@ DEMO_CONFIG = 'configs/demo.yaml'
 def format_scores(scores:dict)->str:
     "Headline numbers of a run as aligned text lines."
     rows = [('CAM mIoU (best threshold)', 'cam_miou'), ('Pseudo-label mIoU before refinement', 'pseudo_miou_before_refine'),
-            ('Pseudo-label mIoU after refinement (CRF)', 'pseudo_miou_after_refine'), ('Segmentation mIoU (pseudo-labels)', 'seg_miou'),
+            (f"Pseudo-label mIoU after refinement ({scores.get('refiner', '?')})", 'pseudo_miou_after_refine'),
+            ('Segmentation mIoU (pseudo-labels)', 'seg_miou'),
             ('Segmentation mIoU (ground truth, upper bound)', 'seg_gt_miou'), ('Ratio weak / full', 'seg_ratio_to_gt')]
     return '\n'.join(f'{label:<48} {100*scores[k]:6.2f}%' for label, k in rows if scores.get(k) is not None)
 
