@@ -21,6 +21,7 @@ __all__ = ['METHOD_KEYS', 'COLUMNS', 'method_config', 'load_method_config', 'com
 # %% ../nbs/19_compare.ipynb #0f152eac
 METHOD_KEYS = frozenset({
     'method', 'method_args', 'backbone', 'pretrained', 'output_stride', 'cls_crop_size', 'cls_scale_min', 'cls_scale_max',
+    'cls_resize', 'cls_flip', 'cls_jitter', 'cls_bn_eval',
     'cls_epochs', 'cls_batch_size', 'cls_lr', 'cls_head_lr_mult', 'cls_weight_decay', 'cam_scales', 'cam_flip',
     'pseudo_bg_threshold', 'refiner', 'refiner_args', 'saliency_dir'})
 
