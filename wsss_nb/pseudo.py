@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_pseudo.ipynb #ccafa725
 from __future__ import annotations
-import functools
+import functools, inspect
 import numpy as np
 import torch
 import pydensecrf.densecrf as dcrf
@@ -208,9 +208,10 @@ _refine_saliency.needs_saliency = True
 def _no_options(**kw):
     if kw: raise ConfigError(f"refiner 'none' takes no refiner_args, got: {', '.join(sorted(kw))}")
 
-def _psa_options(alpha_low=4, alpha_high=32, preset=CRF_PSA, **unknown):
-    if unknown: raise ConfigError(f"Unknown refiner_args for 'psa': {', '.join(sorted(unknown))}. Valid: alpha_low, alpha_high, preset")
-    _crf_params(preset, {})
+def _psa_options(**kw):
+    valid = [n for n in inspect.signature(psa_confident_labels).parameters if n not in ('image', 'cams', 'keys')]
+    if unknown := sorted(set(kw) - set(valid)): raise ConfigError(f"Unknown refiner_args for 'psa': {', '.join(unknown)}. Valid: {', '.join(valid)}")
+    _crf_params(kw.get('preset', CRF_PSA), {})
 
 # Each function refiner checks its options when bound (a class refiner checks them in its constructor), so a typo in
 # `refiner_args` fails before any stage runs, not at the first image after hours of training.
