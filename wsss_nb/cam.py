@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import Registry, DataError, ConfigError, autocast, save_npz
-from .deeplab import PolyLR
+from .core import PolyLR
 
 # %% auto #0
 __all__ = ['methods', 'CAMNet', 'split_param_groups', 'cam_loss', 'MethodContext', 'WSSSMethod', 'seed_numpy_worker', 'CAMMethod',

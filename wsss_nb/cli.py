@@ -8,7 +8,7 @@ import argparse, ast, json, os, sys, time
 import wsss_nb
 from pathlib import Path
 from .core import ConfigError, WSSSError, check_keys, load_config, run_dir, save_json
-from .stages import project_root
+from .core import project_root
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'DEMO_CONFIG', 'pipelines_dir', 'notebook_params',

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from .core import ConfigError, DataError, load_config, load_json, run_dir, save_text
 from .cam import load_cams, methods as method_registry
 from .data import get_dataset
-from .stages import resolve_path
+from .core import resolve_path
 from . import viz
 
 # %% auto #0

@@ -13,7 +13,7 @@ import yaml
 # %% auto #0
 __all__ = ['WSSSError', 'ConfigError', 'DataError', 'Registry', 'check_keys', 'load_config', 'seed_everything', 'get_device',
            'autocast', 'atomic_write', 'save_json', 'load_json', 'save_npz', 'save_torch', 'save_text', 'params_hash',
-           'run_dir', 'Stage']
+           'run_dir', 'Stage', 'poly_lr', 'PolyLR', 'project_root', 'resolve_path']
 
 # %% ../nbs/00_core.ipynb #740b5ba1
 class WSSSError(Exception):
@@ -215,3 +215,38 @@ class Stage:
         return load_json(self.path/'_done.json')['summary']
 
     def __repr__(self): return f"Stage({self.path}, done={self.done})"
+
+# %% ../nbs/00_core.ipynb #1eb5647f
+def poly_lr(base_lr:float, # Learning rate at iteration 0
+            it:int, # Current iteration
+            max_it:int, # Total iterations T
+            power:float=0.9)->float: # Polynomial power
+    "Poly schedule `base_lr * (1 - it/max_it)**power`, 0 from `max_it` on."
+    return base_lr * max(0., 1 - it / max_it) ** power
+
+class PolyLR(torch.optim.lr_scheduler.LambdaLR):
+    "Poly decay of every param group's initial lr, updated every `step_size` iterations (deeplab-pytorch: 10)."
+    def __init__(self,
+                 optimizer:torch.optim.Optimizer, # Optimizer whose groups decay
+                 max_it:int, # Total iterations T
+                 power:float=0.9, # Polynomial power
+                 step_size:int=1, # Update the lr only every `step_size` iterations
+                 last_epoch:int=-1): # For resuming (iteration index of the last step)
+        if max_it <= 0 or step_size <= 0: raise ConfigError(f"PolyLR needs max_it > 0 and step_size > 0, got {max_it}, {step_size}")
+        self.max_it, self.power, self.step_size = max_it, power, step_size
+        super().__init__(optimizer, lambda it: poly_lr(1., (it // step_size) * step_size, max_it, power), last_epoch)
+
+# %% ../nbs/00_core.ipynb #ad218e23
+def project_root()->Path|None:
+    "The checkout folder holding wsss_nb's pyproject.toml, searched upward from the cwd (None outside a checkout)."
+    for d in [Path.cwd(), *Path.cwd().parents]:
+        f = d/'pyproject.toml'
+        if f.is_file() and '[tool.nbdev]' in f.read_text() and (d/'wsss_nb').is_dir(): return d
+    return None
+
+def resolve_path(path, # A path; relative paths resolve against the project root when inside a checkout
+                 )->Path:
+    "Resolve a user path: absolute stays, relative is taken from the wsss_nb project root if found, else the cwd."
+    p = Path(path).expanduser()
+    if p.is_absolute(): return p
+    return (project_root() or Path.cwd())/p

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from .core import ConfigError, DataError, autocast
 
 # %% auto #0
-__all__ = ['DEFAULT_NECK', 'ASPP', 'DeepLabV2', 'MSC', 'resize_labels', 'msc_loss', 'poly_lr', 'PolyLR', 'build_deeplab',
-           'predict', 'crf_postprocess']
+__all__ = ['DEFAULT_NECK', 'ASPP', 'DeepLabV2', 'MSC', 'resize_labels', 'msc_loss', 'build_deeplab', 'predict', 'crf_postprocess']
 
 # %% ../nbs/07_deeplab.ipynb #218cc5f2
 class ASPP(nn.Module):
@@ -123,26 +122,6 @@ def msc_loss(outputs, # Logits (B,C,h,w) or a list of them (MSC training output)
         if (target != ignore).any(): total = total + F.cross_entropy(logits, target, ignore_index=ignore)
         else: total = total + logits.sum() * 0.   # all ignored: CE would be NaN (0/0); contribute nothing
     return total
-
-# %% ../nbs/07_deeplab.ipynb #a6e6d07f
-def poly_lr(base_lr:float, # Learning rate at iteration 0
-            it:int, # Current iteration
-            max_it:int, # Total iterations T
-            power:float=0.9)->float: # Polynomial power
-    "Poly schedule `base_lr * (1 - it/max_it)**power`, 0 from `max_it` on."
-    return base_lr * max(0., 1 - it / max_it) ** power
-
-class PolyLR(torch.optim.lr_scheduler.LambdaLR):
-    "Poly decay of every param group's initial lr, updated every `step_size` iterations (deeplab-pytorch: 10)."
-    def __init__(self,
-                 optimizer:torch.optim.Optimizer, # Optimizer whose groups decay
-                 max_it:int, # Total iterations T
-                 power:float=0.9, # Polynomial power
-                 step_size:int=1, # Update the lr only every `step_size` iterations
-                 last_epoch:int=-1): # For resuming (iteration index of the last step)
-        if max_it <= 0 or step_size <= 0: raise ConfigError(f"PolyLR needs max_it > 0 and step_size > 0, got {max_it}, {step_size}")
-        self.max_it, self.power, self.step_size = max_it, power, step_size
-        super().__init__(optimizer, lambda it: poly_lr(1., (it // step_size) * step_size, max_it, power), last_epoch)
 
 # %% ../nbs/07_deeplab.ipynb #0e1b1674
 DEFAULT_NECK = {'efficientnet_lite0': 256}  # backbones whose raw features need a BN projection before ASPP

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from .core import (ConfigError, DataError, WSSSError, Stage, autocast, get_device, load_json, run_dir, save_json,
-                          save_text, save_torch, seed_everything)
+                          save_text, save_torch, seed_everything, PolyLR, project_root, resolve_path)
 from .data import SegTransform, get_dataset, load_mask, load_saliency, normalize, save_mask
 from .backbones import get_backbone
 from .cam import MethodContext, WSSSMethod, get_method, seed_numpy_worker, infer_cams, load_cams, normalize_cams, save_cams
@@ -19,30 +19,16 @@ from .distributed import (LossModule, all_reduce_mean, all_reduce_sum, barrier, 
                                  on_main, per_rank_batch, seed_rank, shard, shard_loader, wrap_ddp)
 from .metrics import ConfusionMeter, cam_threshold_sweep
 from .pseudo import get_refiner, refiner_needs_saliency, threshold_labels
-from .deeplab import DEFAULT_NECK, PolyLR, build_deeplab, crf_postprocess, msc_loss, predict, resize_labels
+from .deeplab import DEFAULT_NECK, build_deeplab, crf_postprocess, msc_loss, predict, resize_labels
 import torch.nn.functional as F
 from . import viz
 
 # %% auto #0
-__all__ = ['resolve_path', 'project_root', 'collate', 'prepare_data', 'train_classifier', 'load_classifier', 'make_cams',
-           'group_by_size', 'batched_cams', 'make_pseudo_labels', 'LabelDirDataset', 'train_segmentation',
-           'global_msc_loss', 'load_segmenter', 'evaluate', 'collect_scores', 'write_report']
+__all__ = ['collate', 'prepare_data', 'train_classifier', 'load_classifier', 'make_cams', 'group_by_size', 'batched_cams',
+           'make_pseudo_labels', 'LabelDirDataset', 'train_segmentation', 'global_msc_loss', 'load_segmenter',
+           'evaluate', 'collect_scores', 'write_report']
 
 # %% ../nbs/09_stages.ipynb #62e32567
-def resolve_path(path, # A path; relative paths resolve against the project root when inside a checkout
-                 )->Path:
-    "Resolve a user path: absolute stays, relative is taken from the wsss_nb project root if found, else the cwd."
-    p = Path(path).expanduser()
-    if p.is_absolute(): return p
-    return (project_root() or Path.cwd())/p
-
-def project_root()->Path|None:
-    "The checkout folder holding wsss_nb's pyproject.toml, searched upward from the cwd (None outside a checkout)."
-    for d in [Path.cwd(), *Path.cwd().parents]:
-        f = d/'pyproject.toml'
-        if f.is_file() and '[tool.nbdev]' in f.read_text() and (d/'wsss_nb').is_dir(): return d
-    return None
-
 def _loader(ds, batch_size, shuffle, num_workers, seed, drop_last=False):
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,

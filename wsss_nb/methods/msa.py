@@ -16,7 +16,7 @@ from ..core import ConfigError, autocast, save_torch
 from ..cam import methods, WSSSMethod, MethodContext
 from ..backbones import ResNetBackbone, EfficientNetLite0
 from ..data import IMAGENET_MEAN, IMAGENET_STD
-from ..deeplab import PolyLR
+from ..core import PolyLR
 
 # %% auto #0
 __all__ = ['NEIGHBOURS', 'MSA_TAPS', 'neighbour_mask', 'grid_softmax', 'upfeat', 'superpixel_labels', 'pool_cells', 'rgb_to_lab',

@@ -17,7 +17,7 @@ from ..core import ConfigError, DataError, WSSSError, autocast, load_json, param
 from ..data import SegTransform, load_image, load_mask, normalize, save_mask
 from ..backbones import get_backbone
 from ..cam import load_cams
-from ..deeplab import PolyLR
+from ..core import PolyLR
 from ..pseudo import psa_background, psa_confident_labels, refiners
 
 # %% auto #0
