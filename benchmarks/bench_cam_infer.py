@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from wsss_nb.backbones import get_backbone
 from wsss_nb.cam import CAMNet, infer_cams, load_cams, normalize_cams, save_cams
-from wsss_nb.stages import _maybe_compile, batched_cams
+from wsss_nb.stages.make_cams import _maybe_compile, batched_cams
 
 class Images:
     "Random 'VOC' images: sizes drawn from the common VOC shapes, 1-3 image-level classes of 20."

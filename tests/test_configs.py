@@ -2,7 +2,7 @@
 from pathlib import Path
 import pytest, yaml
 from wsss_nb.cam import get_method
-from wsss_nb.pseudo import get_refiner
+from wsss_nb.refine import get_refiner
 from wsss_nb.backbones import backbones
 from wsss_nb.cli import valid_keys
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 from conftest import SHARED
-from wsss_nb.pseudo import refiners, get_refiner, dense_crf, CRF_PSA, CRF_DEEPLAB, CRF_MCIS
+from wsss_nb.refine import refiners, get_refiner
+from wsss_nb.refine.crf import dense_crf, CRF_PSA, CRF_DEEPLAB, CRF_MCIS
 from wsss_nb.refine.crf_torch import (CRFTorchRefiner, dense_crf_torch, crf_torch_labels, crf_torch_labels_batch,
                                       fake_cams, compare_refiners)
 from wsss_nb.data import get_dataset

@@ -65,7 +65,7 @@ def _same_cams(d1, d2):
 def test_cam_stage_batched_with_workers_matches_loop(trained):
     out, data = trained
     _copy_cls(out, 'b')
-    st = S.make_cams(run='b', out_root=out, data_root=data, scales=[1.0, 0.5], cam_batch_size=5, num_workers=2, **COMMON)
+    st = S.make_cams(run='b', out_root=out, data_root=data, scales=[1.0, 0.5], batch_size=5, num_workers=2, **COMMON)
     _same_cams(out/'a'/'cams', st.path)
     s1, s2 = (json.loads((out/r/'cams'/'scores.json').read_text()) for r in ('a', 'b'))
     assert s1['best_threshold'] == s2['best_threshold'] and s1['best_miou'] == pytest.approx(s2['best_miou'], abs=1e-4)
@@ -78,7 +78,7 @@ def test_compile_flag_falls_back_to_eager(trained, monkeypatch):
         return f
     monkeypatch.setattr(torch, 'compile', broken_compile)
     with pytest.warns(UserWarning, match='torch.compile failed'):
-        st = S.make_cams(run='c', out_root=out, data_root=data, scales=[1.0, 0.5], cam_batch_size=4, compile=True, **COMMON)
+        st = S.make_cams(run='c', out_root=out, data_root=data, scales=[1.0, 0.5], batch_size=4, compile=True, **COMMON)
     _same_cams(out/'a'/'cams', st.path)
 
 def test_method_with_own_infer_keeps_the_per_image_path(trained, monkeypatch):
@@ -91,7 +91,7 @@ def test_method_with_own_infer_keeps_the_per_image_path(trained, monkeypatch):
     def load(path, device='cpu'):
         _, model, meta = real(path, device); return OwnInfer(), model, meta
     monkeypatch.setattr(S, 'load_classifier', load)
-    st = S.make_cams(run='d', out_root=out, data_root=data, scales=[1.0, 0.5], cam_batch_size=8, **COMMON)
+    st = S.make_cams(run='d', out_root=out, data_root=data, scales=[1.0, 0.5], batch_size=8, **COMMON)
     assert len(calls) == 16 and all(c == (3, 64, 64) for c in calls)     # one call per image, unbatched
     _same_cams(out/'a'/'cams', st.path)
 

@@ -5,7 +5,7 @@ import torch
 import wsss_nb.stages as S
 from wsss_nb.core import ConfigError
 from wsss_nb.data import get_dataset, load_mask
-from wsss_nb.pseudo import get_refiner
+from wsss_nb.refine import get_refiner
 import wsss_nb.refine.rw as rw
 
 COMMON = dict(run='r', dataset='synthetic', device='cpu', progress=False)

@@ -16,8 +16,8 @@ from .core import Registry, DataError, ConfigError, autocast, save_npz
 from .core import PolyLR
 
 # %% auto #0
-__all__ = ['methods', 'CAMNet', 'split_param_groups', 'cam_loss', 'MethodContext', 'WSSSMethod', 'seed_numpy_worker', 'CAMMethod',
-           'get_method', 'infer_cams', 'normalize_cams', 'save_cams', 'load_cams']
+__all__ = ['methods', 'CAM_FORMAT', 'CAMNet', 'split_param_groups', 'cam_loss', 'MethodContext', 'WSSSMethod',
+           'seed_numpy_worker', 'CAMMethod', 'get_method', 'infer_cams', 'normalize_cams', 'save_cams', 'load_cams']
 
 # %% ../nbs/04_cam.ipynb #3ee2c289
 class CAMNet(nn.Module):
@@ -218,24 +218,30 @@ def normalize_cams(cams, # (...,H,W) non-negative maps, torch tensor or numpy ar
     return cams/(cams.amax(dim=(-2, -1), keepdim=True) + eps)
 
 # %% ../nbs/04_cam.ipynb #c755d514
+CAM_FORMAT = 1  # version of the CAM file layout written by `save_cams`
+
 def save_cams(path, # output `.npz` file
               cams, # (n,H,W) maps in [0,1] (torch or numpy), one per key
               keys): # (n,) 0-based foreground class indices
-    "Atomically write a CAM file: `keys` int16 (n,), `cam` float16 (n,H,W)."
+    "Atomically write a CAM file: `keys` int16 (n,), `cam` float16 (n,H,W), `format` (`CAM_FORMAT`)."
     cams = cams.detach().cpu().numpy() if isinstance(cams, torch.Tensor) else np.asarray(cams)
     keys = np.asarray(keys.cpu() if isinstance(keys, torch.Tensor) else keys).reshape(-1)
     if cams.ndim != 3 or cams.shape[0] != len(keys):
         raise DataError(f"save_cams({path}): expected cams of shape (n,H,W) with n = len(keys) = {len(keys)}, got {cams.shape}")
     if cams.size and (cams.min() < -1e-3 or cams.max() > 1 + 1e-3):
         raise DataError(f"save_cams({path}): CAMs must be normalised to [0,1] (see normalize_cams), got [{cams.min():.3g}, {cams.max():.3g}]")
-    save_npz(path, keys=keys.astype(np.int16), cam=np.clip(cams, 0, 1).astype(np.float16))
+    save_npz(path, keys=keys.astype(np.int16), cam=np.clip(cams, 0, 1).astype(np.float16), format=np.int16(CAM_FORMAT))
 
 def load_cams(path)->tuple: # a file written by `save_cams`
     "Read a CAM file: (keys int64 (n,), cams float32 (n,H,W)); `DataError` naming the file if missing or malformed."
     path = Path(path)
     if not path.is_file(): raise DataError(f"CAM file not found: {path}")
     try:
-        with np.load(path) as f: keys, cams = f['keys'], f['cam']
+        with np.load(path) as f:
+            version = int(f['format']) if 'format' in f.files else 1   # files from before the field are format 1
+            if version != CAM_FORMAT:
+                raise DataError(f"CAM file {path} has format {version}; this wsss_nb reads format {CAM_FORMAT}: rerun the CAM stage")
+            keys, cams = f['keys'], f['cam']
     except KeyError as e: raise DataError(f"CAM file {path} lacks the array {e}; expected 'keys' and 'cam'") from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e: raise DataError(f"Corrupt CAM file {path}: {e}") from None
     if keys.ndim != 1 or cams.ndim != 3 or cams.shape[0] != keys.shape[0]:

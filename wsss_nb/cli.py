@@ -9,13 +9,15 @@ import wsss_nb
 from pathlib import Path
 from .core import ConfigError, WSSSError, check_keys, load_config, run_dir, save_json
 from .core import project_root
+from .stages import STAGES
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'DEMO_CONFIG', 'pipelines_dir', 'notebook_params',
-           'valid_keys', 'check_components', 'run_pipeline', 'format_scores', 'list_components', 'run_compare', 'main']
+           'valid_keys', 'check_components', 'run_pipeline', 'format_scores', 'list_components', 'parse_override',
+           'run_compare', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
-STAGE_NOTEBOOKS = ['01_train_cls', '02_make_cams', '03_make_pseudo', '04_train_seg', '05_evaluate']
+STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
 RUN_ALL_ONLY = {'train_gt_bound'}  # keys only the run-all driver reads
 PATH_KEYS = ('data_root', 'out_root')
 
@@ -76,7 +78,7 @@ def check_components(params:dict, # full pipeline parameters (defaults merged)
                      where:str='config'): # name of the config source, for errors
     "Fail now, naming `where`, if the method, refiner or a backbone is unknown or given options it does not take."
     from wsss_nb.cam import get_method
-    from wsss_nb.pseudo import get_refiner
+    from wsss_nb.refine import get_refiner
     from wsss_nb.backbones import backbones
     try:
         get_method(params['method'], **(params.get('method_args') or {}))
@@ -122,10 +124,10 @@ def list_components()->str:
     from wsss_nb.data import datasets
     from wsss_nb.backbones import backbones
     from wsss_nb.cam import methods
-    from wsss_nb.pseudo import refiners
+    from wsss_nb.refine import refiners
     return '\n'.join(f'{r.kind + "s:":<11} {", ".join(r.names())}' for r in (datasets, backbones, methods, refiners))
 
-def _parse_override(s:str):
+def parse_override(s:str):
     "'key=value' with the value read as YAML (numbers, bools, lists)."
     import yaml
     if '=' not in s: raise ConfigError(f"Override {s!r} must look like key=value")
@@ -134,14 +136,14 @@ def _parse_override(s:str):
 
 def _cmd_run(config, overrides, stages, quiet):
     cfg = load_config(config)
-    cfg.update(dict(_parse_override(o) for o in overrides))
+    cfg.update(dict(parse_override(o) for o in overrides))
     scores = run_pipeline(cfg, stages=stages, log_output=not quiet, where=str(config))
     print(format_scores(scores))
     out = run_dir(Path(cfg.get('out_root', 'outputs')), cfg.get('run', notebook_params('00_run_all')['run']))
     print(f"[wsss-nb] scores: {out/'scores.json'}\n[wsss-nb] report: {out/'report.md'}")
     return scores
 
-def run_compare(methods:list=None, # method names (default: the notebook's list, all methods)
+def run_compare(methods:list=None, # method names (default: every registered method)
                 base_config:str=None, # shared settings YAML (default: configs/demo.yaml)
                 overrides:dict=None, # applied to the base config
                 run_prefix:str='compare', # runs go to out_root/<run_prefix>_<method>/, the table to out_root/<run_prefix>/
@@ -192,7 +194,7 @@ def main(argv=None):
             root = project_root() or pipelines_dir().parent.parent
             _cmd_run(root/DEMO_CONFIG, a.overrides, None, a.quiet)
         elif a.cmd == 'compare':
-            dest = run_compare(a.methods, a.base, dict(_parse_override(o) for o in a.overrides), a.prefix, not a.quiet)
+            dest = run_compare(a.methods, a.base, dict(parse_override(o) for o in a.overrides), a.prefix, not a.quiet)
             print((dest/'compare.md').read_text()); print(f"[wsss-nb] table: {dest/'compare.md'} and compare.csv; figure: {dest/'compare_maps.png'}")
         else: _cmd_run(a.config, a.overrides, a.stages, a.quiet)
     except WSSSError as e:

@@ -16,7 +16,7 @@ from . import viz
 
 # %% auto #0
 __all__ = ['METHOD_KEYS', 'COLUMNS', 'method_config', 'load_method_config', 'comparison_rows', 'table_markdown', 'table_csv',
-           'maps_figure', 'compare_methods']
+           'maps_figure', 'registered_methods', 'compare_methods']
 
 # %% ../nbs/19_compare.ipynb #0f152eac
 METHOD_KEYS = frozenset({
@@ -100,8 +100,13 @@ def maps_figure(out_root, # root of the runs
     return fig
 
 # %% ../nbs/19_compare.ipynb #70f21653
-def compare_methods(methods:list, # method names, e.g. ['cam', 'sccam', 'mcis', 'group', 'msa', 'l2g', 'l2g_csa']
-                    base_config, # shared settings: a YAML path or a dict
+def registered_methods()->list:
+    "Every registered method name, the CAM baseline first (the order of the comparison table)."
+    names = method_registry.names()
+    return ['cam'] * ('cam' in names) + [n for n in names if n != 'cam']
+
+def compare_methods(methods:list=None, # method names (None: `registered_methods()`)
+                    base_config='configs/demo.yaml', # shared settings: a YAML path or a dict
                     method_config_pattern:str='configs/demo_{method}.yaml', # each method's own config (optional file)
                     run_prefix:str='compare', # runs go to out_root/<run_prefix>_<method>/
                     overrides:dict=None, # applied to every run, after the method's keys (e.g. smoke sizes)
@@ -110,6 +115,7 @@ def compare_methods(methods:list, # method names, e.g. ['cam', 'sccam', 'mcis', 
                     log_output:bool=False)->dict: # stream the notebooks' output
     "Run the pipeline for every method with the same shared settings; write `compare.md`, `compare.csv` and `compare_maps.png`."
     from wsss_nb.cli import run_pipeline
+    methods = registered_methods() if methods is None else list(methods)
     if not methods: raise ConfigError("compare needs at least one method")
     for m in methods: method_registry.get(m)   # an unknown name fails here, listing the valid ones, before any run
     # relative paths (configs, data, outputs) are taken from the project root, whatever the cwd (papermill runs in nbs/pipelines)
@@ -133,4 +139,4 @@ def compare_methods(methods:list, # method names, e.g. ['cam', 'sccam', 'mcis', 
     save_text(table_markdown(rows), dest/'compare.md'); save_text(table_csv(rows), dest/'compare.csv')
     viz.save_figure(maps_figure(base['out_root'], runs, base.get('dataset', 'synthetic'), base['data_root'],
                                 base.get('train_split', 'train'), n_images), dest/'compare_maps.png')
-    return dict(rows=rows, folder=dest)
+    return dict(rows=rows, folder=dest, methods=methods)

@@ -11,9 +11,10 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['WSSSError', 'ConfigError', 'DataError', 'Registry', 'check_keys', 'load_config', 'seed_everything', 'get_device',
-           'autocast', 'atomic_write', 'save_json', 'load_json', 'save_npz', 'save_torch', 'save_text', 'params_hash',
-           'run_dir', 'Stage', 'poly_lr', 'PolyLR', 'project_root', 'resolve_path']
+__all__ = ['WSSSError', 'ConfigError', 'DataError', 'Registry', 'check_keys', 'load_config', 'seed_everything',
+           'configure_determinism', 'get_device', 'autocast', 'atomic_write', 'save_json', 'load_json', 'save_npz',
+           'save_torch', 'save_text', 'params_hash', 'run_dir', 'Stage', 'poly_lr', 'PolyLR', 'project_root',
+           'resolve_path']
 
 # %% ../nbs/00_core.ipynb #740b5ba1
 class WSSSError(Exception):
@@ -84,14 +85,21 @@ def load_config(path, # YAML file with a flat mapping of parameters
 
 # %% ../nbs/00_core.ipynb #17c24ec7
 def seed_everything(seed:int=0, # Seed for `random`, NumPy and PyTorch
-                    deterministic:bool=True): # Ask PyTorch for deterministic algorithms (warn-only where none exists)
-    "Seed every random number generator so CPU runs repeat exactly."
+                    deterministic:bool=True, # True/False/None: see `configure_determinism`
+                    device='cpu'): # the device the run uses (decides `deterministic=None`)
+    "Seed every random number generator (and set determinism), so CPU runs repeat exactly."
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    configure_determinism(deterministic, device)
     return seed
+
+def configure_determinism(deterministic:bool=None, # True: bit-exact algorithms; False: fastest; None: True on CPU, False on CUDA
+                          device='cpu')->bool: # the device the run uses
+    "Choose between repeatable and fast kernels; returns the choice made."
+    det = torch.device(device).type != 'cuda' if deterministic is None else bool(deterministic)
+    torch.use_deterministic_algorithms(det, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = det, not det   # autotuning picks the fastest conv
+    return det
 
 def get_device(device:str='auto')->torch.device: # 'auto', 'cpu', 'cuda' or 'cuda:N'
     "The torch device to use: 'auto' picks CUDA when available."

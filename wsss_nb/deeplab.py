@@ -180,22 +180,13 @@ def predict(model:nn.Module, # Segmentation network returning logits (an `MSC` r
 # %% ../nbs/07_deeplab.ipynb #accd252b
 def crf_postprocess(image_uint8:np.ndarray, # HxWx3 uint8 RGB image
                     probs:np.ndarray, # CxHxW class probabilities (e.g. from `predict`)
-                    n_iters:int=10, # Mean-field iterations
-                    pos_w:float=3, # Gaussian (smoothness) kernel weight
-                    pos_xy:float=1, # Gaussian kernel spatial std
-                    bi_w:float=4, # Bilateral (appearance) kernel weight
-                    bi_xy:float=67, # Bilateral kernel spatial std
-                    bi_rgb:float=3)->np.ndarray: # Bilateral kernel colour std
-    "Refine `probs` with deeplab-pytorch's test-time dense CRF; returns CxHxW probabilities (float32)."
-    import pydensecrf.densecrf as dcrf   # lazy: only needed when the CRF is used
+                    preset='deeplab', # CRF parameters: a name in `wsss_nb.refine.crf.CRF_PRESETS` ('deeplab', 'mcis', 'psa') or a dict
+                    **overrides)->np.ndarray: # any `dense_crf` parameter (n_iters, gauss_sxy, ...), replacing the preset's
+    "Refine test probabilities with a dense CRF (deeplab-pytorch's parameters by default); returns CxHxW float32."
+    from wsss_nb.refine.crf import crf_params, dense_crf   # lazy: pydensecrf is needed only when the CRF runs
     image, probs = np.asarray(image_uint8), np.asarray(probs, dtype=np.float32)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DataError(f"crf_postprocess: image must be HxWx3 uint8, got shape {image.shape} dtype {image.dtype}")
     if probs.ndim != 3 or probs.shape[1:] != image.shape[:2]:
         raise DataError(f"crf_postprocess: probs must be CxHxW matching the image; got probs {probs.shape} and image {image.shape}")
-    c, h, w = probs.shape
-    crf = dcrf.DenseCRF2D(w, h, c)
-    crf.setUnaryEnergy(np.ascontiguousarray(-np.log(np.clip(probs, 1e-5, 1.)).reshape(c, -1)))  # as utils.unary_from_softmax
-    crf.addPairwiseGaussian(sxy=pos_xy, compat=pos_w)
-    crf.addPairwiseBilateral(sxy=bi_xy, srgb=bi_rgb, rgbim=np.ascontiguousarray(image), compat=bi_w)
-    return np.asarray(crf.inference(n_iters), dtype=np.float32).reshape(c, h, w)
+    return dense_crf(image, probs, **crf_params(preset, overrides))

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from ..core import ConfigError, DataError
 from ..metrics import ConfusionMeter
-from ..pseudo import refiners, CRF_PSA, _crf_params, _cams_keys, _label_ids, psa_background
+from ..pseudo import as_cams_keys, label_ids, psa_background
+from . import Refiner, refiners
+from .crf import CRF_PSA, crf_params
 
 # %% auto #0
 __all__ = ['PermutohedralLattice', 'dense_crf_torch', 'crf_torch_labels_batch', 'crf_torch_labels', 'CRFTorchRefiner',
@@ -192,12 +194,12 @@ def crf_torch_labels_batch(images:list, # HxWx3 uint8 RGB images
     if (bg_threshold is None) == (alpha is None): raise ConfigError("crf_torch_labels needs exactly one of bg_threshold or alpha")
     if not len(images) == len(cams) == len(keys):
         raise DataError(f"images, cams and keys must have the same length, got {len(images)}, {len(cams)}, {len(keys)}")
-    params = _crf_params(preset, overrides)
+    params = crf_params(preset, overrides)
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     items, out = [], [None] * len(images)
     for i, (im, c, k) in enumerate(zip(images, cams, keys)):
         im = im.detach().cpu().numpy() if isinstance(im, torch.Tensor) else np.asarray(im)
-        c, k = _cams_keys(c, k)
+        c, k = as_cams_keys(c, k)
         if im.shape != c.shape[1:] + (3,): raise DataError(f"image {i}: shape {im.shape} does not match cams {c.shape}")
         if len(k) == 0: out[i] = np.zeros(c.shape[1:], np.uint8)
         else: items.append((i, im, c, k))
@@ -212,7 +214,7 @@ def crf_torch_labels_batch(images:list, # HxWx3 uint8 RGB images
             valid[b, :len(k) + 1] = True
         q = dense_crf_torch(np.stack([it[1] for it in group]), probs, valid=valid, device=device, **params)
         lab = q.argmax(1).cpu().numpy()
-        for b, (i, _, _, k) in enumerate(group): out[i] = _label_ids(k)[lab[b]]
+        for b, (i, _, _, k) in enumerate(group): out[i] = label_ids(k)[lab[b]]
     return out
 
 def crf_torch_labels(image:np.ndarray, # HxWx3 uint8 RGB image
@@ -223,24 +225,24 @@ def crf_torch_labels(image:np.ndarray, # HxWx3 uint8 RGB image
                      preset=CRF_PSA, # CRF parameter dict or name: 'psa', 'deeplab', 'mcis'
                      device=None, # torch device; default CUDA when available, else CPU
                      **overrides)->np.ndarray: # Any `dense_crf_torch` CRF parameter, overriding the preset
-    "`wsss_nb.pseudo.crf_labels` computed by `dense_crf_torch`: HxW uint8 labels from [background, cams]."
+    "`wsss_nb.refine.crf.crf_labels` computed by `dense_crf_torch`: HxW uint8 labels from [background, cams]."
     return crf_torch_labels_batch([image], [cams], [keys], bg_threshold, alpha, preset, device, **overrides)[0]
 
 @refiners.register('crf_torch')
-class CRFTorchRefiner:
+class CRFTorchRefiner(Refiner):
     "Refiner `crf_torch`: the `crf` refiner (constant background τ, PSA preset) computed by `dense_crf_torch`."
-    needs_saliency = False
+    batched = True  # `batch` runs one CRF per image size over the whole batch
     def __init__(self,
                  preset=CRF_PSA, # CRF parameter dict or name: 'psa', 'deeplab', 'mcis'
                  device=None, # torch device; default CUDA when available, else CPU
                  **overrides): # Any `dense_crf_torch` CRF parameter, overriding the preset
-        self.params, self.device = _crf_params(preset, overrides), device
-    def __call__(self, image, cams, keys, bg_threshold, saliency=None, **overrides)->np.ndarray:
+        self.params, self.device = crf_params(preset, overrides), device
+    def __call__(self, image, cams, keys, bg_threshold=None, saliency=None)->np.ndarray:
         "HxW uint8 labels of one image (the refiner call signature; `saliency` is ignored)."
-        return self.batch([image], [cams], [keys], bg_threshold, **overrides)[0]
-    def batch(self, images, cams, keys, bg_threshold, **overrides)->list:
+        return self.batch([image], [cams], [keys], bg_threshold)[0]
+    def batch(self, images, cams, keys, bg_threshold=None, saliencies=None)->list:
         "Labels of many images, one batched CRF per image size."
-        return crf_torch_labels_batch(images, cams, keys, bg_threshold=bg_threshold, preset=self.params, device=self.device, **overrides)
+        return crf_torch_labels_batch(images, cams, keys, bg_threshold=bg_threshold, preset=self.params, device=self.device)
     def __repr__(self): return f"CRFTorchRefiner(device={self.device}, {self.params})"
 
 # %% ../../nbs/17_crf_torch.ipynb #c265a03f

@@ -18,7 +18,9 @@ from ..data import SegTransform, load_image, load_mask, normalize, save_mask
 from ..backbones import get_backbone
 from ..cam import load_cams
 from ..core import PolyLR
-from ..pseudo import psa_background, psa_confident_labels, refiners
+from ..pseudo import as_cams_keys, psa_background
+from . import Refiner, refiners
+from .crf import psa_confident_labels
 
 # %% auto #0
 __all__ = ['AFFINITY_TAPS', 'pair_offsets', 'pair_valid', 'downsample_labels', 'affinity_pair_labels', 'pair_affinities',
@@ -250,14 +252,6 @@ def rw_memory_estimate(height:int, width:int, # image size in pixels
     return dict(N=N, nnz=nnz, dense_bytes=3*4*N*N + 2*4*N*n_channels, sparse_bytes=100*nnz + 3*4*N*n_channels)
 
 # %% ../../nbs/16_rw.ipynb #32bee025
-def _cams_keys(cams, keys):
-    "cams float32 (n,H,W) numpy and keys int64 (n,) numpy, checked against each other."
-    cams = cams.detach().cpu().numpy() if isinstance(cams, torch.Tensor) else np.asarray(cams)
-    keys = np.asarray(keys.cpu() if isinstance(keys, torch.Tensor) else keys).astype(np.int64).reshape(-1)
-    if cams.ndim != 3 or cams.shape[0] != len(keys):
-        raise DataError(f"cams must have shape (n,H,W) with n = len(keys) = {len(keys)}, got {cams.shape}")
-    return cams.astype(np.float32), keys
-
 def rw_labels(aff:torch.Tensor, # (D,h,w) pair affinities on the ⌈H/stride⌉×⌈W/stride⌉ grid
               cams, # (n,H,W) CAMs in [0,1] of the image-level classes
               keys, # (n,) 0-based foreground class indices
@@ -269,7 +263,7 @@ def rw_labels(aff:torch.Tensor, # (D,h,w) pair affinities on the ⌈H/stride⌉�
               border_quirk:bool=False, # PSA's interior-only pair sources
               dense:bool=False)->np.ndarray: # use the dense reference walk (small images only)
     "PSA random-walk labels: HxW uint8 in {0, keys+1}, no ignore label."
-    cams, keys = _cams_keys(cams, keys)
+    cams, keys = as_cams_keys(cams, keys)
     H, W = cams.shape[1:]
     h, w = math.ceil(H / stride), math.ceil(W / stride)
     if tuple(aff.shape[-2:]) != (h, w): raise DataError(f"affinities on a {tuple(aff.shape[-2:])} grid do not fit {H}x{W} CAMs at stride {stride} (expected {(h, w)})")
@@ -304,7 +298,7 @@ def _cam_fingerprint(cam_dir)->str:
     except DataError: return ''
 
 @refiners.register('rw')
-class AffinityRefiner:
+class AffinityRefiner(Refiner):
     "Refiner 'rw': AffinityNet trained on confident CAM regions in `fit`, then a sparse random walk per image."
     needs_saliency = False
     def __init__(self,
@@ -424,7 +418,7 @@ class AffinityRefiner:
         "Random-walk labels of one image: HxW uint8 in {0, keys+1}."
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8: raise DataError(f"image must be HxWx3 uint8, got {image.shape} {image.dtype}")
-        cams, keys = _cams_keys(cams, keys)
+        cams, keys = as_cams_keys(cams, keys)
         if cams.shape[1:] != image.shape[:2]: raise DataError(f"cams {cams.shape} do not match the image size {image.shape[:2]}")
         with torch.no_grad():
             return rw_labels(self.affinities(image), cams, keys, self.stride, self.radius, self.beta, self.logt,
