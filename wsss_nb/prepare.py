@@ -188,7 +188,7 @@ def render_coco_mask(anns:list, # the COCO annotations of one image
         b = _ann_mask(a, h, w, where)
         if a.get('iscrowd'): crowd |= b
         else: objs.append((b, cat_map[a['category_id']]))
-    for b, c in sorted(objs, key=lambda o: -int(o[0].sum())): mask[b] = c    # stable: ties keep the JSON order
+    for b, c in sorted(objs, key=lambda o: -np.count_nonzero(o[0])): np.copyto(mask, c, where=b)   # stable: ties keep the JSON order
     mask[crowd & (mask == 0)] = IGNORE
     return mask
 
