@@ -77,7 +77,7 @@ def load_sbd_mask(path, # an SBD `cls/<id>.mat` file
         found = sorted(k for k in mat if not k.startswith('__'))
         raise DataError(f"{path} has no GTcls.Segmentation (variables found: {found}); {expected}") from None
     seg = np.asarray(seg)
-    if seg.ndim != 2 or seg.size == 0 or not np.issubdtype(seg.dtype, np.number):
+    if seg.ndim != 2 or seg.size == 0 or not np.issubdtype(seg.dtype, np.number) or not np.isfinite(seg).all():
         raise DataError(f"{path}: GTcls.Segmentation has shape {seg.shape} and dtype {seg.dtype}; {expected}")
     vals = np.unique(seg)
     bad = [v for v in vals.tolist() if not (v == int(v) and (0 <= v < num_classes or v == IGNORE))]
@@ -289,7 +289,8 @@ def prepare_coco14(annotations, # instances_<split>2014.json file(s), or a dict 
     return dict(root=str(root), **summary)
 
 # %% ../nbs/01a_prepare.ipynb #53de44ab
-def add_prepare_parser(subparsers)->argparse.ArgumentParser: # the `add_subparsers()` object of the CLI
+def add_prepare_parser(subparsers, # the `add_subparsers()` object of the CLI's parser
+                       )->argparse.ArgumentParser:
     "Add the `prepare` command (datasets `voc12_aug` and `coco14`) to an argparse subparsers object."
     p = subparsers.add_parser('prepare', help='convert downloaded SBD / COCO annotations into the layout of data/README.md')
     sub = p.add_subparsers(dest='prepare_dataset', required=True, metavar='{voc12_aug,coco14}')
@@ -305,7 +306,8 @@ def add_prepare_parser(subparsers)->argparse.ArgumentParser: # the `add_subparse
         q.add_argument('--quiet', action='store_true', help='no progress bar')
     return p
 
-def run_prepare(args)->dict: # parsed arguments of the `prepare` command
+def run_prepare(args, # parsed arguments of the `prepare` command (see `add_prepare_parser`)
+                )->dict:
     "Run `wsss-nb prepare ...`: convert, print a summary line per split, return the summary."
     if args.prepare_dataset == 'voc12_aug':
         s = prepare_voc12_aug(args.sbd, args.root, overwrite=args.overwrite, progress=not args.quiet)
