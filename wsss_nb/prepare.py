@@ -63,7 +63,8 @@ def _scipy_loadmat():
     return loadmat
 
 def load_sbd_mask(path, # an SBD `cls/<id>.mat` file
-                  num_classes:int=len(VOC_CLASSES))->np.ndarray: # classes including background
+                  num_classes:int=len(VOC_CLASSES), # classes including background
+                  )->np.ndarray:
     "The HxW uint8 class-index mask stored in an SBD `cls/<id>.mat` (struct `GTcls`, field `Segmentation`)."
     path = Path(path)
     expected = "expected an SBD cls/<id>.mat file: a struct GTcls whose field Segmentation is an HxW class-index mask"
@@ -115,7 +116,8 @@ def sbd_ids(sbd, # SBD folder: benchmark_RELEASE or benchmark_RELEASE/dataset
 def prepare_voc12_aug(sbd, # SBD folder: benchmark_RELEASE or benchmark_RELEASE/dataset (holding cls/<id>.mat)
                       root='data/VOC2012', # VOC 2012 root (VOCdevkit/VOC2012) to write into
                       overwrite:bool=False, # rebuild even if ImageSets/Segmentation/train_aug.txt exists
-                      progress:bool=True)->dict: # show a progress bar
+                      progress:bool=True, # show a progress bar
+                      )->dict:
     "Write `SegmentationClassAug/<id>.png` (VOC masks where VOC has one, else SBD's) and `train_aug.txt` under `root`."
     root, (sbd_dir, sbd) = resolve_path(root), sbd_ids(resolve_path(sbd))
     if not root.is_dir(): raise DataError(f"VOC 2012 root not found: {root}; expected VOCdevkit/VOC2012 of "
@@ -180,7 +182,8 @@ def render_coco_mask(anns:list, # the COCO annotations of one image
                      h:int, # image height
                      w:int, # image width
                      cat_map:dict=None, # {category id: class index}; default `coco_category_map()`
-                     where:str='')->np.ndarray: # prefix for error messages (e.g. the JSON file)
+                     where:str='', # prefix for error messages (e.g. the JSON file)
+                     )->np.ndarray:
     "HxW uint8 class-index mask of one image: objects largest first, crowd regions 255 where no object is."
     cat_map = cat_map or coco_category_map()
     mask, crowd, objs = np.zeros((h, w), np.uint8), np.zeros((h, w), bool), []
@@ -248,7 +251,8 @@ def prepare_coco14(annotations, # instances_<split>2014.json file(s), or a dict 
                    root='data/COCO2014', # dataset root to write (VOC layout)
                    image_dirs=None, # folder(s) of the COCO images: missing JPEGImages/<id>.jpg are symlinked from them
                    overwrite:bool=False, # rebuild splits whose ImageSets/Segmentation/<split>.txt exists
-                   progress:bool=True)->dict: # show a progress bar
+                   progress:bool=True, # show a progress bar
+                   )->dict:
     "Render COCO 2014 instance annotations into `SegmentationClass/<id>.png` and `<split>.txt` lists under `root`."
     if isinstance(annotations, (str, Path)): annotations = [annotations]
     if isinstance(annotations, dict): files = {str(s): resolve_path(p) for s, p in annotations.items()}
