@@ -1,7 +1,7 @@
 "Every shipped config is runnable as far as can be checked without running it: known keys, methods, refiners, backbones."
 from pathlib import Path
 import pytest, yaml
-from wsss_nb.cam import get_method
+from wsss_nb.cam import get_method, methods
 from wsss_nb.refine import get_refiner
 from wsss_nb.backbones import backbones
 from wsss_nb.cli import valid_keys
@@ -10,7 +10,7 @@ CONFIGS = sorted((Path(__file__).parents[1]/'configs').glob('*.yaml'))
 
 def test_configs_exist():
     names = {p.stem for p in CONFIGS}
-    for method in ('cam', 'sccam', 'mcis', 'group', 'msa', 'l2g', 'l2g_csa'):
+    for method in methods.names():   # every registered method, read from the registry
         assert f'voc12_{method}' in names, f'configs/voc12_{method}.yaml missing'
         assert (f'demo_{method}' if method != 'cam' else 'demo') in names, f'demo config for {method} missing'
 

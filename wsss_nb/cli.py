@@ -184,9 +184,12 @@ def main(argv=None):
     c.add_argument('--quiet', action='store_true')
     sub.add_parser('list', help='list registered datasets, backbones, methods and refiners')
     sub.add_parser('params', help='list every valid config key with its default')
+    from wsss_nb.prepare import add_prepare_parser, run_prepare
+    add_prepare_parser(sub)   # wsss-nb prepare voc12_aug --sbd DIR | coco14 --annotations FILE...
     a = p.parse_args(argv)
     try:
         if a.cmd == 'list': print(list_components())
+        elif a.cmd == 'prepare': run_prepare(a)
         elif a.cmd == 'params':
             defaults = notebook_params('00_run_all')
             print('\n'.join(f'{k} = {defaults[k]}' for k in sorted(defaults)))
