@@ -186,10 +186,13 @@ def main(argv=None):
     sub.add_parser('params', help='list every valid config key with its default')
     from wsss_nb.prepare import add_prepare_parser, run_prepare
     add_prepare_parser(sub)   # wsss-nb prepare voc12_aug --sbd DIR | coco14 --annotations FILE...
+    from wsss_nb.docs import add_docs_parser, run_docs
+    add_docs_parser(sub)      # wsss-nb docs [--out DIR] [--execute]
     a = p.parse_args(argv)
     try:
         if a.cmd == 'list': print(list_components())
         elif a.cmd == 'prepare': run_prepare(a)
+        elif a.cmd == 'docs': return run_docs(a)
         elif a.cmd == 'params':
             defaults = notebook_params('00_run_all')
             print('\n'.join(f'{k} = {defaults[k]}' for k in sorted(defaults)))

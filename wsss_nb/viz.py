@@ -4,6 +4,7 @@
 
 # %% ../nbs/08_viz.ipynb #ba2be5ef
 from __future__ import annotations
+import io
 from pathlib import Path
 import numpy as np
 import matplotlib
@@ -13,8 +14,18 @@ from .core import DataError, ConfigError, atomic_write
 from .data import VOC_PALETTE
 
 # %% auto #0
-__all__ = ['voc_palette', 'colorize', 'overlay_cam', 'show_grid', 'plot_iou_bars', 'ema', 'plot_loss_curves',
+__all__ = ['InlineFigure', 'voc_palette', 'colorize', 'overlay_cam', 'show_grid', 'plot_iou_bars', 'ema', 'plot_loss_curves',
            'plot_threshold_curve', 'save_figure']
+
+# %% ../nbs/08_viz.ipynb #f5057387
+class InlineFigure(Figure):
+    "A `Figure` built without pyplot that shows itself as a PNG in Jupyter, whatever the backend."
+    def _repr_png_(self)->bytes|None:
+        "PNG bytes of the figure (None when it has nothing drawn, like the inline backend)."
+        if not self.axes and not self.lines and not self.images: return None
+        buf = io.BytesIO()
+        self.savefig(buf, format='png', bbox_inches='tight')
+        return buf.getvalue()
 
 # %% ../nbs/08_viz.ipynb #2d5c313c
 def voc_palette(n:int=256)->np.ndarray: # Number of colours (at most 256)
@@ -72,7 +83,7 @@ def show_grid(rows:list, # Dicts with any of 'image', 'cam', 'pseudo', 'pred', '
     if not cols: raise DataError(f"show_grid rows have none of the keys {_GRID_COLUMNS}; got {sorted(rows[0])}")
     col_titles = {**_GRID_TITLES, **(titles or {})}
     pal, present = _as_palette(palette), set()
-    fig = Figure(figsize=(2.2 * len(cols), 2.0 * len(rows) + (0.5 if class_names else 0)))
+    fig = InlineFigure(figsize=(2.2 * len(cols), 2.0 * len(rows) + (0.5 if class_names else 0)))
     axs = np.array(fig.subplots(len(rows), len(cols), squeeze=False))
     for i, row in enumerate(rows):
         for j, key in enumerate(cols):
@@ -113,7 +124,7 @@ def plot_iou_bars(iou, # Per-class IoU in [0,1]; NaN = class absent
     series = [_check_iou(iou, len(names), 'iou')]
     if compare is not None: series.append(_check_iou(compare, len(names), 'compare'))
     if ax is None:
-        fig = Figure(figsize=(min(8, 1 + 0.35 * len(names) * len(series)), 3)); ax = fig.subplots()
+        fig = InlineFigure(figsize=(min(8, 1 + 0.35 * len(names) * len(series)), 3)); ax = fig.subplots()
     else: fig = ax.figure
     x, width = np.arange(len(names)), 0.8 / len(series)
     for k, s in enumerate(series):
@@ -153,7 +164,7 @@ def plot_loss_curves(history, # {name: [floats]} or [{name: float}, ...] per ite
     series = _as_series(history)
     if not series: raise DataError("plot_loss_curves: history is empty")
     if not 0 <= smooth < 1: raise ConfigError(f"smooth must be in [0,1), got {smooth}")
-    fig = Figure(figsize=(5, 3)); ax = fig.subplots()
+    fig = InlineFigure(figsize=(5, 3)); ax = fig.subplots()
     for name, vals in series.items():
         vals = np.asarray(vals, dtype=np.float64)
         if smooth:
@@ -175,7 +186,7 @@ def plot_threshold_curve(thresholds, # Background thresholds τ
     if t.shape != m.shape or t.ndim != 1 or not len(t):
         raise DataError(f"thresholds and mious must be 1-D of equal non-zero length, got {t.shape} and {m.shape}")
     if best is None: best = t[np.nanargmax(m)]
-    fig = Figure(figsize=(4, 2.8)); ax = fig.subplots()
+    fig = InlineFigure(figsize=(4, 2.8)); ax = fig.subplots()
     ax.plot(t, m, marker='o', ms=3)
     ax.axvline(best, color='grey', ls='--', lw=1)
     i = int(np.argmin(np.abs(t - best)))

@@ -1,0 +1,80 @@
+"`wsss_nb.docs`: the static HTML site (one self-contained page per notebook, an index), the CLI parser, the README thumbnail and the links of nbs/index.ipynb."
+import argparse, base64, io, json, re
+from pathlib import Path
+import nbformat
+from nbformat.v4 import new_notebook, new_markdown_cell, new_code_cell, new_output
+from PIL import Image
+from conftest import ROOT
+from wsss_nb.docs import build_docs, add_docs_parser, run_docs, execute_notebooks
+
+def _png(colour=(255, 0, 0))->bytes:
+    buf = io.BytesIO(); Image.new('RGB', (4, 4), colour).save(buf, format='PNG'); return buf.getvalue()
+
+def _tiny_site(folder:Path)->Path:
+    "index, a lesson with a PNG output and a Markdown image, a pipeline notebook; a draft and a checkpoint nbdev skips."
+    nbs = folder/'nbs'; (nbs/'pipelines').mkdir(parents=True); (nbs/'images').mkdir(); (nbs/'.ipynb_checkpoints').mkdir()
+    (nbs/'images'/'dot.png').write_bytes(_png((0, 0, 255)))
+    png = base64.b64encode(_png()).decode()
+    notebooks = {
+        'index.ipynb': [new_markdown_cell('# tiny site\n> Start here.\n\n![pipeline](images/dot.png) then [the lesson](02_fig.ipynb).')],
+        '02_fig.ipynb': [new_markdown_cell('# fig\n> A lesson with a figure, after [stage 1](pipelines/01_stage.ipynb#step).'),
+                         new_code_cell('#| hide\nhidden_setup = 1'),
+                         new_code_cell('fig', outputs=[new_output('display_data', data={'image/png': png, 'text/plain': '<Figure>'})])],
+        'pipelines/01_stage.ipynb': [new_markdown_cell('# Stage 1\n## step\nBack to [fig](../02_fig.ipynb).'), new_code_cell('1 + 1')],
+        '_draft.ipynb': [new_markdown_cell('# draft')],
+        '.ipynb_checkpoints/02_fig-checkpoint.ipynb': [new_markdown_cell('# old')]}
+    for name, cells in notebooks.items(): nbformat.write(new_notebook(cells=cells), nbs/name)
+    return nbs
+
+def test_build_docs_pages_images_and_index(tmp_path):
+    nbs = _tiny_site(tmp_path)
+    pages = build_docs(tmp_path/'site', nbs)
+    site = tmp_path/'site'
+    assert [p.relative_to(site).as_posix() for p in pages] == ['index.html', 'overview.html', '02_fig.html', 'pipelines/01_stage.html']
+    assert sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html')) == ['02_fig.html', 'index.html', 'overview.html', 'pipelines/01_stage.html']
+    fig = (site/'02_fig.html').read_text()
+    assert 'data:image/png;base64,' + base64.b64encode(_png()).decode() in fig                      # the output, inline
+    assert 'hidden_setup' not in fig                                                                # `#| hide` cells are left out
+    assert 'href="pipelines/01_stage.html#step"' in fig and 'href="index.html"' in fig               # notebook links -> pages; nav bar
+    overview = (site/'overview.html').read_text()
+    assert base64.b64encode(_png((0, 0, 255))).decode() in overview and 'src="images/dot.png"' not in overview   # Markdown image embedded
+    assert 'href="02_fig.html"' in overview
+    assert 'href="../02_fig.html"' in (site/'pipelines/01_stage.html').read_text()
+    index = (site/'index.html').read_text()
+    assert re.findall(r'href="([^"]+)"', index) == ['overview.html', '02_fig.html', 'pipelines/01_stage.html']
+    assert '02 &middot; fig</a> &mdash; A lesson with a figure' in index and '<h2>pipelines</h2>' in index
+
+def test_docs_cli_parser(tmp_path, capsys):
+    p = argparse.ArgumentParser(prog='wsss-nb'); add_docs_parser(p.add_subparsers(dest='cmd'))
+    a = p.parse_args(['docs', '--out', 'site', '--execute'])
+    assert (a.cmd, a.out, a.execute, a.nbs, a.func) == ('docs', 'site', True, None, run_docs)
+    assert p.parse_args(['docs']).out == '_docs' and not p.parse_args(['docs']).execute
+    nbs = _tiny_site(tmp_path)
+    assert run_docs(p.parse_args(['docs', '--out', str(tmp_path/'out'), '--nbs', str(nbs)])) == 0
+    assert (tmp_path/'out'/'index.html').is_file() and '3 pages' in capsys.readouterr().out
+
+def test_execute_notebooks_like_nbdev_test(tmp_path):
+    "Outputs stored, cwd = the notebook's folder, a `#| notest` cell left out with its stale output cleared."
+    nb = tmp_path/'01_x.ipynb'
+    nbformat.write(new_notebook(cells=[new_code_cell('import os\nprint(os.path.basename(os.getcwd()))'),
+                                       new_code_cell('#| notest\nraise SystemExit("must not run")', outputs=[new_output('stream', name='stdout', text='stale')])],
+                                metadata={'kernelspec': {'name': 'python3', 'display_name': 'python3', 'language': 'python'}}), nb)
+    assert execute_notebooks([nb], timeout=120) == [nb.resolve()]
+    cells = nbformat.read(nb, as_version=4).cells
+    assert cells[0].outputs[0].text.strip() == tmp_path.name and cells[1].outputs == []
+
+def test_readme_thumbnail():
+    thumb = ROOT/'nbs'/'images'/'pipeline.png'
+    assert thumb.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and thumb.stat().st_size < 100_000
+    w, h = Image.open(thumb).size
+    assert w <= 1200 and h <= 400
+
+def test_index_notebook_links_exist():
+    "Every notebook linked and every `wsss_nb.*` module named in nbs/index.ipynb exists."
+    md = '\n'.join(''.join(c['source']) for c in json.loads((ROOT/'nbs'/'index.ipynb').read_text())['cells'] if c['cell_type'] == 'markdown')
+    links = re.findall(r'\]\(([^)#]+\.ipynb)', md)
+    assert len(links) > 20
+    assert [l for l in links if not (ROOT/'nbs'/l).is_file()] == []
+    mods = set(re.findall(r'`wsss_nb\.([\w.]+?)(?:\.\*)?`', md))
+    assert {'cam', 'pseudo', 'deeplab', 'metrics', 'docs'} <= mods
+    assert [m for m in mods if not ((ROOT/'wsss_nb'/m.replace('.', '/')).with_suffix('.py').is_file() or (ROOT/'wsss_nb'/m).is_dir())] == []
