@@ -207,3 +207,8 @@ def test_best_epoch_selection(smoke_data, tmp_path):
     bg = sum(int((c == 0).sum()) for c in conf)/sum(int((c < 255).sum()) for c in conf)
     present = len(set(np.unique(np.concatenate([c.ravel() for c in conf]))) - {255})
     assert wsss.select_score(nn.Module(), ctx) == pytest.approx(bg/present)   # IoU_bg = bg fraction; the other classes 0
+    split = smoke_data/'ImageSets'/'Segmentation'/'sel.txt'; split.write_text(f"{ds.ids[2]}\nnot_in_train\n{ds.ids[0]}\n")
+    wsss = get_method('msa', select_images=1, select_split='sel')        # first listed id that the training set holds
+    wsss.infer = lambda model, image, ctx: torch.zeros(ds.num_classes - 1, *image.shape[-2:])
+    c = load_mask(ds.mask_path(ds.ids[2]))
+    assert wsss.select_score(nn.Module(), ctx) == pytest.approx(float((c == 0).sum()/(c < 255).sum())/len(set(np.unique(c)) - {255}))

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..core import ConfigError, autocast, save_torch
 from ..cam import methods, WSSSMethod, MethodContext
 from ..backbones import ResNetBackbone, EfficientNetLite0
-from ..data import IMAGENET_MEAN, IMAGENET_STD, load_mask
+from ..data import IMAGENET_MEAN, IMAGENET_STD, load_mask, read_split
 from ..core import PolyLR
 
 # %% auto #0
@@ -463,6 +463,7 @@ class MSAMethod(WSSSMethod):
                  init:str='kaiming', # init of the new convs: 'kaiming' (normal) or 'default' (PyTorch's, the original)
                  patch_filter_quirk:bool=False, # True: the original's IPC patch filter max(1 - bg·valid), which padding passes
                  select_images:int=0, # >0: keep the epoch with the best CAM mIoU on the first N training images (GT masks; the original: 600)
+                 select_split:str=None, # take those N images from this split's list, in its order (the original: VOC 'train', whose first 600 are train_600)
                  select_thresholds:tuple=(0.15, 0.2, 0.3, 0.4), # background thresholds swept by that selection
                  scn_epochs:int=50, # SCN training epochs (at epoch 0 of the classifier stage; 0 = keep the SCN as built)
                  scn_lr:float=5e-5, scn_batch_size:int=16, scn_crop:int=512, # SCN Adam lr, batch, crop side
@@ -484,7 +485,7 @@ class MSAMethod(WSSSMethod):
         self.poly_power = poly_power if poly_power is not None else (0.9 if sal else 0.5)
         self.momentum_quirk, self.freeze_bn = momentum_quirk, freeze_bn
         self.undilated_layer4, self.init, self.patch_filter_quirk = undilated_layer4, init, patch_filter_quirk
-        self.select_images, self.select_thresholds = int(select_images or 0), tuple(select_thresholds)
+        self.select_images, self.select_split, self.select_thresholds = int(select_images or 0), select_split, tuple(select_thresholds)
         self.clip_grad_norm = clip or None
         self.needs_saliency = sal
         self.scn_epochs, self.scn_lr, self.scn_batch_size, self.scn_crop = scn_epochs, scn_lr, scn_batch_size, scn_crop
@@ -517,14 +518,18 @@ class MSAMethod(WSSSMethod):
     def select_score(self, model:nn.Module, ctx:MethodContext)->float:
         "Best over `select_thresholds` of the single-scale CAM mIoU on the first `select_images` images of `ctx.dataset` (its GT masks)."
         ds, C = ctx.dataset, ctx.dataset.num_classes
+        if self.select_split is None: idx = range(min(self.select_images, len(ds)))
+        else:    # the split's ids, in its order, that the training dataset holds
+            pos = {i: n for n, i in enumerate(ds.ids)}
+            idx = [pos[i] for i in read_split(ds.root, self.select_split) if i in pos][:self.select_images]
         one = MethodContext(device=ctx.device, amp=ctx.amp, scales=(1.0,), flip=False)
         conf = torch.zeros(len(self.select_thresholds), C*C, dtype=torch.long)
         was = model.training; model.eval()
         try:
-            for i in range(min(self.select_images, len(ds))):
+            for i in idx:
                 item = ds[i]
                 cam = make_cam(self.infer(model, item['image'], one)[None].float().cpu())[0]*item['label'].float()[:, None, None]
-                gt = torch.from_numpy(load_mask(ds.mask_path(ds.ids[i]), size=cam.shape[-2:]).astype('int64')).flatten()
+                gt = torch.from_numpy(load_mask(ds.mask_path(ds.ids[i]), size=tuple(cam.shape[-2:])).astype('int64')).flatten()
                 keep = gt < C
                 for t, th in enumerate(self.select_thresholds):
                     pred = torch.cat([torch.full_like(cam[:1], th), cam]).argmax(0).flatten()
