@@ -92,7 +92,7 @@ def test_momentum_quirk_reproduces_original_optimizer_steps():
             for p, g in zip(model.parameters(), gs): p.grad = g.clone()
             opt.step(); sched.step()
             same = all(torch.allclose(p, w, atol=1e-7) for p, w in zip(model.parameters(), want[t]))
-            if t > 0: assert same == quirk                       # step 0 has no momentum history: same either way
+            assert same == quirk                                 # Nesterov scales even the first step by (1 + momentum)
         assert opt.defaults['momentum'] == (wd if quirk else 0.9)
 
 def test_opencv8_lab_scaling_and_scn_loss_value():
