@@ -15,13 +15,14 @@ from tqdm.auto import tqdm
 from ..core import ConfigError, autocast, save_torch
 from ..cam import methods, WSSSMethod, MethodContext
 from ..backbones import ResNetBackbone, EfficientNetLite0
-from ..data import IMAGENET_MEAN, IMAGENET_STD
+from ..data import IMAGENET_MEAN, IMAGENET_STD, load_mask, read_split
 from ..core import PolyLR
 
 # %% auto #0
 __all__ = ['NEIGHBOURS', 'MSA_TAPS', 'neighbour_mask', 'grid_softmax', 'upfeat', 'superpixel_labels', 'pool_cells', 'rgb_to_lab',
-           'SpixelNet', 'scn_loss', 'ScnCropCollate', 'train_scn', 'DCRKernel', 'dcr', 'affinity_propagation', 'SE',
-           'MSANet', 'make_cam', 'tile', 'ipc_loss', 'cell_valid', 'MSAMethod']
+           'opencv_lab8', 'SpixelNet', 'scn_loss', 'ScnCropCollate', 'train_scn', 'DCRKernel', 'dcr',
+           'affinity_propagation', 'undilate_layer4', 'SE', 'MSANet', 'make_cam', 'tile', 'ipc_loss', 'cell_valid',
+           'MSAMethod']
 
 # %% ../../nbs/14_msa.ipynb #7c276858
 NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (1, -1), (1, 0), (1, 1)]  # (dy, dx), Q channel order
@@ -90,6 +91,12 @@ def rgb_to_lab(rgb:torch.Tensor)->torch.Tensor: # (B,3,H,W) sRGB in [0,1]
     f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12)**(1/3), 7.787*xyz + 16/116)
     return torch.stack([116*f[:, 1] - 16, 500*(f[:, 0] - f[:, 1]), 200*(f[:, 1] - f[:, 2])], 1)
 
+def opencv_lab8(rgb:torch.Tensor)->torch.Tensor: # (B,3,H,W) sRGB in [0,1]
+    "OpenCV's 8-bit LAB (`cv2.cvtColor(uint8, COLOR_RGB2LAB)`: L·255/100, a+128, b+128, rounded to uint8) divided by 255."
+    lab = rgb_to_lab((rgb.float().clamp(0, 1)*255).round()/255)
+    lab8 = torch.stack([lab[:, 0]*255/100, lab[:, 1] + 128, lab[:, 2] + 128], 1)
+    return lab8.round().clamp(0, 255)/255
+
 def _denorm(x:torch.Tensor)->torch.Tensor:
     "ImageNet-normalised (B,3,H,W) -> RGB in [0,1]."
     return x*x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1) + x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -129,10 +136,14 @@ class SpixelNet(nn.Module):
 def scn_loss(Q:torch.Tensor, # (B,9,H,W) associations
              image:torch.Tensor, # (B,3,H,W) ImageNet-normalised images
              cell:int=16, # cell size S
-             pos_weight:float=0.003)->dict: # m, weight of the compactness (XY) term
+             pos_weight:float=0.003, # m, weight of the compactness (XY) term
+             lab_scale:str='cie', # 'cie': L in [0,100], a/b in ±110; 'opencv8': the original's OpenCV 8-bit LAB / 255, in [0,1]
+             rgb:torch.Tensor=None)->dict: # (B,3,H,W) RGB in [0,1] for the colour term (None: `image` denormalised)
     "SSN-FCN reconstruction loss of LAB colour + XY position pooled into cells and unpooled: {'loss','lab','xy'}."
+    if lab_scale not in ('cie', 'opencv8'): raise ConfigError(f"lab_scale must be 'cie' or 'opencv8', got {lab_scale!r}")
     B, _, H, W = image.shape
-    lab = rgb_to_lab(_denorm(image.float()))
+    rgb = _denorm(image.float()) if rgb is None else rgb.float()
+    lab = rgb_to_lab(rgb) if lab_scale == 'cie' else opencv_lab8(rgb)
     yy, xx = torch.meshgrid(torch.arange(H, device=image.device, dtype=torch.float32),
                             torch.arange(W, device=image.device, dtype=torch.float32), indexing='ij')
     feat = torch.cat([lab, torch.stack([xx, yy])[None].expand(B, -1, -1, -1)], 1)
@@ -142,14 +153,22 @@ def scn_loss(Q:torch.Tensor, # (B,9,H,W) associations
     l_xy = 0.005*pos_weight/cell*norm(rec[:, 3:] - feat[:, 3:])/B
     return {'loss': l_lab + l_xy, 'lab': l_lab.detach(), 'xy': l_xy.detach()}
 
+
 # %% ../../nbs/14_msa.ipynb #35181a6c
 class ScnCropCollate:
-    "Collate for SCN training: random crop (+ flip) of each sample's normalised image to a common multiple-of-`mult` size."
+    "Collate for SCN training: random crops (+ flips) of the normalised images, in one of two recipes (see `mode`)."
     def __init__(self, crop:int=512, # largest crop side
-                 mult:int=16): # crop sides are multiples of this (the SCN needs 16 and the cell size)
-        self.crop, self.mult = crop, mult
-    def __call__(self, samples:list)->torch.Tensor: # dataset items with 'image' (3,H,W)
+                 mult:int=16, # crop sides are multiples of this (the SCN needs 16 and the cell size)
+                 mode:str='common', # 'common': crop all to the batch's smallest side; 'original': train_scn.py's recipe
+                 resize:tuple=(320, 640)): # 'original': random long side in this range (pixels) before the crop
+        if mode not in ('common', 'original'): raise ConfigError(f"scn_crop_mode must be 'common' or 'original', got {mode!r}")
+        if mode == 'original' and crop % mult: raise ConfigError(f"scn_crop {crop} must be a multiple of {mult} with scn_crop_mode 'original'")
+        self.crop, self.mult, self.mode, self.resize = crop, mult, mode, tuple(resize)
+
+    def __call__(self, samples:list): # dataset items with 'image' (3,H,W)
+        "'common': a (B,3,h,w) batch. 'original': (images, rgb): crop×crop normalised images (padding 0) and their RGB in [0,1] (padding black)."
         imgs = [s['image'] for s in samples]
+        if self.mode == 'original': return self._original(imgs)
         h = max(self.mult, min(self.crop, *[i.shape[1] for i in imgs])//self.mult*self.mult)
         w = max(self.mult, min(self.crop, *[i.shape[2] for i in imgs])//self.mult*self.mult)
         out = []
@@ -160,28 +179,54 @@ class ScnCropCollate:
             out.append(im.flip(-1) if torch.rand(()) < 0.5 else im)
         return torch.stack(out)
 
+    def _original(self, imgs):
+        "Random long-side resize (bicubic), flip, then a crop×crop window placed at random, the uncovered part zero (= black)."
+        c = self.crop
+        xs, rgbs = torch.zeros(len(imgs), 3, c, c), torch.zeros(len(imgs), 3, c, c)
+        for n, im in enumerate(imgs):
+            rgb = _denorm(im[None].float()).clamp(0, 1)
+            H, W = im.shape[1:]
+            side = int(torch.randint(self.resize[0], self.resize[1] + 1, ()))
+            size = (max(1, round(H*side/max(H, W))), max(1, round(W*side/max(H, W))))
+            if size != (H, W): rgb = F.interpolate(rgb, size=size, mode='bicubic', align_corners=False, antialias=True).clamp(0, 1)
+            if torch.rand(()) < 0.5: rgb = rgb.flip(-1)
+            h, w = size
+            # RandomCrop_For_Segmentation: a random window of the image, or the image at a random place in the window
+            sy, dy = (int(torch.randint(h - c + 1, ())), 0) if h > c else (0, int(torch.randint(c - h + 1, ())))
+            sx, dx = (int(torch.randint(w - c + 1, ())), 0) if w > c else (0, int(torch.randint(c - w + 1, ())))
+            ch, cw = min(c, h), min(c, w)
+            part = rgb[0, :, sy:sy+ch, sx:sx+cw]
+            rgbs[n, :, dy:dy+ch, dx:dx+cw] = part
+            xs[n, :, dy:dy+ch, dx:dx+cw] = (part - part.new_tensor(IMAGENET_MEAN).view(3, 1, 1))/part.new_tensor(IMAGENET_STD).view(3, 1, 1)
+        return xs, rgbs
+
 def train_scn(scn:SpixelNet, # network to train (in place)
               dataset, # items with 'image' (3,H,W) normalised
               epochs:int=50, lr:float=5e-5, batch_size:int=16, crop:int=512, # Adam lr; images per step; crop side
               pos_weight:float=0.003, # m of `scn_loss`
-              device='cpu', amp:bool=False, num_workers:int=0, seed:int=0, progress:bool=False)->list:
+              device='cpu', amp:bool=False, num_workers:int=0, seed:int=0, progress:bool=False,
+              lab_scale:str='cie', # colour scale of `scn_loss`
+              crop_mode:str='common', # `ScnCropCollate` mode
+              shuffle:bool=True)->list: # reshuffle every epoch (train_scn.py: False, the same order every epoch)
     "Train the superpixel network with Adam on `scn_loss`; returns the per-step losses. Leaves it frozen in eval mode."
     mult = math.lcm(16, scn.cell)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                                         collate_fn=ScnCropCollate(crop, mult), generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                                         drop_last=crop_mode == 'original' and len(dataset) >= batch_size,
+                                         collate_fn=ScnCropCollate(crop, mult, crop_mode), generator=torch.Generator().manual_seed(seed))
     scn.train().requires_grad_(True)
     opt = torch.optim.Adam(scn.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0)
     losses = []
     with tqdm(total=epochs*len(loader), desc='scn', disable=not progress) as bar:
         for _ in range(epochs):
-            for x in loader:
-                x = x.to(device)
+            for b in loader:
+                x, rgb = (b[0].to(device), b[1].to(device)) if isinstance(b, (tuple, list)) else (b.to(device), None)
                 with autocast(device, amp): Q = scn(x)
-                loss = scn_loss(Q, x, scn.cell, pos_weight)['loss']
+                loss = scn_loss(Q, x, scn.cell, pos_weight, lab_scale, rgb)['loss']
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
                 losses.append(loss.item()); bar.update(); bar.set_postfix(loss=f'{losses[-1]:.3f}')
     scn.eval().requires_grad_(False)
     return losses
+
 
 # %% ../../nbs/14_msa.ipynb #7a9a4bcd
 class DCRKernel(nn.Module):
@@ -224,6 +269,15 @@ def affinity_propagation(logits:torch.Tensor, # (B,C,h,w) maps to propagate
 MSA_TAPS = {'ResNetBackbone': ('layer3', 'layer4'), 'EfficientNetLite0': ('stage6', 'head'),
             'VGG16D1': ('conv4', 'conv5'), 'ResNet38': ('conv5', 'conv6')}
 
+def undilate_layer4(backbone:nn.Module)->nn.Module: # a `ResNetBackbone` at output stride 16
+    "Make layer4's 3×3 convs undilated (dilation 1, padding 1), as the original's ResNet with strides (2,2,2,1); in place."
+    if not isinstance(backbone, ResNetBackbone) or backbone.output_stride != 16:
+        raise ConfigError(f"undilated_layer4 needs a ResNet backbone at output stride 16, got {type(backbone).__name__} "
+                          f"at {getattr(backbone, 'output_stride', '?')}")
+    for m in backbone.layer4.modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3): m.dilation, m.padding = (1, 1), (1, 1)
+    return backbone
+
 def _resize(x, size): return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode='bilinear', align_corners=False)
 
 class SE(nn.Sequential):
@@ -238,8 +292,10 @@ class MSANet(nn.Module):
                  num_classes:int, # foreground classes K (the classifier has K+1 outputs, 0 = background)
                  cell:int=16, # superpixel cell size = CAM grid stride
                  beta:int=8, gamma:float=0.6, # AP propagation steps; affinity cut
-                 freeze_bn:bool=True): # keep the backbone's BatchNorm statistics frozen
+                 freeze_bn:bool=True, # keep the backbone's BatchNorm statistics frozen
+                 init:str='kaiming'): # new convs: 'kaiming' (normal, fan-in) or 'default' (PyTorch's, as in core/networks.py)
         super().__init__()
+        if init not in ('kaiming', 'default'): raise ConfigError(f"init must be 'kaiming' or 'default', got {init!r}")
         self.backbone, self.num_classes, self.cell, self.beta, self.gamma, self.freeze_bn = backbone, num_classes, cell, beta, gamma, freeze_bn
         name = type(backbone).__name__
         self.split = isinstance(backbone, (ResNetBackbone, EfficientNetLite0))
@@ -254,7 +310,7 @@ class MSANet(nn.Module):
         self.ala1, self.ala2 = SE(c4), SE(c5)
         self.dcr4, self.dcr5 = DCRKernel(c4), DCRKernel(c5)
         self.classifier = nn.Conv2d(c5, num_classes + 1, 1, bias=False)
-        for m in [self.qfeat, self.ala1, self.ala2, self.dcr4, self.dcr5, self.classifier]:
+        for m in [self.qfeat, self.ala1, self.ala2, self.dcr4, self.dcr5, self.classifier] if init == 'kaiming' else []:
             for mm in m.modules():
                 if isinstance(mm, nn.Conv2d): nn.init.kaiming_normal_(mm.weight)
 
@@ -339,7 +395,8 @@ def ipc_loss(fg:torch.Tensor, # (B,K,h,w) foreground maps in [0,1] (zero for abs
              feat:torch.Tensor, # (B,D,h,w) target features on the cell grid
              valid:torch.Tensor=None, # (B,1,h,w) 1 for real cells, 0 for padding (None: all valid)
              patches:int=9, # number of patches (a square: 9 -> 3×3)
-             ig_th:float=0.1)->torch.Tensor: # patch filter threshold
+             ig_th:float=0.1, # patch filter threshold
+             filter_quirk:bool=False)->torch.Tensor: # True: the original's foreground test max(1 - bg·valid), which padding always passes
     "Intra-patch prototype contrast: rebuild the normalised target from CAM-weighted class prototypes inside each patch."
     with torch.autocast(fg.device.type, enabled=False):
         fg, feat = fg.float(), feat.float()
@@ -347,7 +404,8 @@ def ipc_loss(fg:torch.Tensor, # (B,K,h,w) foreground maps in [0,1] (zero for abs
         n = math.isqrt(patches)
         fg, feat, valid = tile(fg, n), tile(feat, n), tile(valid, n)
         bg = 1 - fg.amax(1, keepdim=True)
-        use = ((((1 - bg)*valid).flatten(1).amax(1) > ig_th) & ((bg*valid).flatten(1).amax(1) > ig_th)).float()
+        fgm = (1 - bg*valid) if filter_quirk else (1 - bg)*valid          # core/loss.py SP_CAM_Loss2: 1 - bg·mask
+        use = ((fgm.flatten(1).amax(1) > ig_th) & ((bg*valid).flatten(1).amax(1) > ig_th)).float()
         if use.sum() == 0: use = torch.ones_like(use)
         mask = valid*use.view(-1, 1, 1, 1)
         P = torch.cat([bg, fg], 1)*mask
@@ -363,11 +421,26 @@ def _pad_to(x:torch.Tensor, mult:int, value:float=0.)->torch.Tensor:
     ph, pw = -H % mult, -W % mult
     return x if not (ph or pw) else F.pad(x, (0, pw, 0, ph), value=value)
 
-def cell_valid(x:torch.Tensor, # (B,3,H,W) normalised images (padding = 0 or the mean colour, ~0 after normalisation)
-               cell:int=16)->torch.Tensor:
-    "(B,1,H/cell,W/cell): 1 where most of the cell is real image, 0 on padding."
-    real = (x.float().abs().amax(1, keepdim=True) > 0.02).float()
+def _border_runs(flat:torch.Tensor)->torch.Tensor: # (B,N) bool per row (or column)
+    "True for the lines in an unbroken run of `flat` lines starting at either end."
+    f = flat.int()
+    return f.cumprod(1).bool() | f.flip(1).cumprod(1).flip(1).bool()
+
+def cell_valid(x:torch.Tensor, # (B,3,H,W) normalised images as the data pipeline delivered them (before `_pad_to`)
+               cell:int=16, # cell size
+               mult:int=None, # pad the map (as invalid) to multiples of this, like `_pad_to` pads the images (None: `cell`)
+               tol:float=1e-5)->torch.Tensor: # colour tolerance of a "flat" line
+    "(B,1,H'/cell,W'/cell): 1 where most of the cell is real image, 0 where it is padding, of any colour."
+    x = x.float()
+    rows = (x.amax(-1) - x.amin(-1)).amax(1) <= tol               # (B,H): the whole row is one colour
+    cols = (x.amax(-2) - x.amin(-2)).amax(1) <= tol               # (B,W)
+    pad = _border_runs(rows)[:, None, :, None] | _border_runs(cols)[:, None, None, :]
+    real = _pad_to((~pad).float(), mult or cell)
     return (F.avg_pool2d(real, cell) > 0.5).float()
+
+def _is_main()->bool:
+    "Rank 0 of a torchrun job (or not distributed)."
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
 
 @methods.register('msa')
 class MSAMethod(WSSSMethod):
@@ -386,42 +459,112 @@ class MSAMethod(WSSSMethod):
                  momentum_quirk:bool=False, # True: SGD momentum = weight decay (the original's bug), else 0.9
                  clip:float=1.0, # gradient clipping norm (None/0: off)
                  freeze_bn:bool=True, # frozen backbone BatchNorm statistics (FixedBatchNorm)
+                 undilated_layer4:bool=False, # True: ResNet layer4 undilated, the original's strides (2,2,2,1) (else dilation 2)
+                 init:str='kaiming', # init of the new convs: 'kaiming' (normal) or 'default' (PyTorch's, the original)
+                 patch_filter_quirk:bool=False, # True: the original's IPC patch filter max(1 - bg·valid), which padding passes
+                 select_images:int=0, # >0: keep the epoch with the best CAM mIoU on the first N training images (GT masks; the original: 600)
+                 select_split:str=None, # take those N images from this split's list, in its order (the original: VOC 'train', whose first 600 are train_600)
+                 select_thresholds:tuple=(0.15, 0.2, 0.3, 0.4), # background thresholds swept by that selection
                  scn_epochs:int=50, # SCN training epochs (at epoch 0 of the classifier stage; 0 = keep the SCN as built)
                  scn_lr:float=5e-5, scn_batch_size:int=16, scn_crop:int=512, # SCN Adam lr, batch, crop side
                  scn_pos_weight:float=0.003, # m of the SCN loss
+                 scn_lab_scale:str='cie', # SCN colour term: 'cie' (L 0-100, a/b ±110) or 'opencv8' (the original's 8-bit LAB / 255)
+                 scn_crop_mode:str='common', # SCN crops: 'common' (batch's smallest side) or 'original' (train_scn.py's recipe)
+                 scn_shuffle:bool=True, # reshuffle the SCN's images every epoch (train_scn.py: False)
                  scn_workers:int=0): # DataLoader workers of SCN training
         super().__init__()
         if ipc_target not in ('image', 'saliency'): raise ConfigError(f"method_args.ipc_target must be 'image' or 'saliency', got {ipc_target!r}")
         if cell < 1: raise ConfigError(f"method_args.cell must be a positive integer, got {cell}")
+        for k, v, ok in (('init', init, ('kaiming', 'default')), ('scn_lab_scale', scn_lab_scale, ('cie', 'opencv8')),
+                         ('scn_crop_mode', scn_crop_mode, ('common', 'original'))):
+            if v not in ok: raise ConfigError(f"method_args.{k} must be one of {ok}, got {v!r}")
         sal = ipc_target == 'saliency'
         self.ipc_target, self.alpha, self.beta, self.gamma, self.cell = ipc_target, alpha, beta, gamma, int(cell)
         self.patches = patches if patches is not None else (1 if sal else 9)
         self.ig_th = ig_th if ig_th is not None else (0.01 if sal else 0.1)
         self.poly_power = poly_power if poly_power is not None else (0.9 if sal else 0.5)
         self.momentum_quirk, self.freeze_bn = momentum_quirk, freeze_bn
+        self.undilated_layer4, self.init, self.patch_filter_quirk = undilated_layer4, init, patch_filter_quirk
+        self.select_images, self.select_split, self.select_thresholds = int(select_images or 0), select_split, tuple(select_thresholds)
         self.clip_grad_norm = clip or None
         self.needs_saliency = sal
         self.scn_epochs, self.scn_lr, self.scn_batch_size, self.scn_crop = scn_epochs, scn_lr, scn_batch_size, scn_crop
         self.scn_pos_weight, self.scn_workers = scn_pos_weight, scn_workers
+        self.scn_lab_scale, self.scn_crop_mode, self.scn_shuffle = scn_lab_scale, scn_crop_mode, scn_shuffle
         self.mult = math.lcm(16, self.cell)
+        self.select_scores, self.best_epoch = {}, None
 
     def build_model(self, backbone:nn.Module, num_classes:int)->nn.Module: # backbone; foreground classes K
         "`MSANet` (with its superpixel network inside)."
-        return MSANet(backbone, num_classes, cell=self.cell, beta=self.beta, gamma=self.gamma, freeze_bn=self.freeze_bn)
+        if self.undilated_layer4: undilate_layer4(backbone)
+        return MSANet(backbone, num_classes, cell=self.cell, beta=self.beta, gamma=self.gamma, freeze_bn=self.freeze_bn, init=self.init)
 
     def on_epoch_start(self, model:nn.Module, epoch:int, ctx:MethodContext):
-        "At the first epoch, train the SCN (or reload `scn.pt` from the stage folder) unless the model says it is trained."
+        "At the first epoch, train the SCN (or reload `scn.pt` from the stage folder) unless the model says it is trained; later, score the last epoch."
         super().on_epoch_start(model, epoch, ctx)
+        if epoch > 0: self._select(model, epoch, ctx)
         if bool(model.scn_trained) or self.scn_epochs <= 0: return
         f = Path(ctx.out_dir)/'scn.pt' if ctx.out_dir is not None else None
         if f is not None and f.is_file(): model.scn.load_state_dict(torch.load(f, map_location='cpu'))
         else:
             losses = train_scn(model.scn, ctx.dataset, self.scn_epochs, self.scn_lr, self.scn_batch_size, self.scn_crop,
-                               self.scn_pos_weight, ctx.device, ctx.amp, self.scn_workers, ctx.seed, ctx.progress)
+                               self.scn_pos_weight, ctx.device, ctx.amp, self.scn_workers, ctx.seed, ctx.progress,
+                               lab_scale=self.scn_lab_scale, crop_mode=self.scn_crop_mode, shuffle=self.scn_shuffle)
             self.scn_losses = losses
             if f is not None: save_torch(model.scn.state_dict(), f)
         model.scn.eval().requires_grad_(False)
         model.scn_trained.fill_(True)
+
+    def select_score(self, model:nn.Module, ctx:MethodContext)->float:
+        "Best over `select_thresholds` of the single-scale CAM mIoU on the first `select_images` images of `ctx.dataset` (its GT masks)."
+        ds, C = ctx.dataset, ctx.dataset.num_classes
+        if self.select_split is None: idx = range(min(self.select_images, len(ds)))
+        else:    # the split's ids, in its order, that the training dataset holds
+            pos = {i: n for n, i in enumerate(ds.ids)}
+            idx = [pos[i] for i in read_split(ds.root, self.select_split) if i in pos][:self.select_images]
+        one = MethodContext(device=ctx.device, amp=ctx.amp, scales=(1.0,), flip=False)
+        conf = torch.zeros(len(self.select_thresholds), C*C, dtype=torch.long)
+        was = model.training; model.eval()
+        try:
+            for i in idx:
+                item = ds[i]
+                cam = make_cam(self.infer(model, item['image'], one)[None].float().cpu())[0]*item['label'].float()[:, None, None]
+                gt = torch.from_numpy(load_mask(ds.mask_path(ds.ids[i]), size=tuple(cam.shape[-2:])).astype('int64')).flatten()
+                keep = gt < C
+                for t, th in enumerate(self.select_thresholds):
+                    pred = torch.cat([torch.full_like(cam[:1], th), cam]).argmax(0).flatten()
+                    conf[t] += torch.bincount(gt[keep]*C + pred[keep], minlength=C*C)
+        finally: model.train(was)
+        conf = conf.view(-1, C, C).double()
+        inter, union = conf.diagonal(dim1=1, dim2=2), conf.sum(1) + conf.sum(2) - conf.diagonal(dim1=1, dim2=2)
+        return float((inter/union).nanmean(1).max())   # classes absent from GT and prediction do not count
+
+    def _select(self, model, epoch, ctx):
+        "Score the model after `epoch` training epochs (once); keep its weights in `best.pt` when it is the best so far."
+        if not self.select_images or epoch in self.select_scores or not _is_main(): return
+        score = self.select_score(model, ctx)
+        self.select_scores[epoch] = score
+        if self.best_epoch is None or score > self.select_scores[self.best_epoch]:
+            self.best_epoch = epoch
+            if ctx.out_dir is not None: save_torch(model.state_dict(), Path(ctx.out_dir)/'best.pt')
+            else: self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def on_train_end(self, model:nn.Module, ctx:MethodContext):
+        "With `select_images`: score the final model and, if an earlier epoch scored higher, load its weights (the stage then saves them)."
+        if not self.select_images: return
+        self._select(model, ctx.epochs, ctx)
+        if self.best_epoch is None or self.best_epoch == ctx.epochs: return
+        f = Path(ctx.out_dir)/'best.pt' if ctx.out_dir is not None else None
+        model.load_state_dict(torch.load(f, map_location='cpu') if f is not None else self._best_state)
+
+    def method_state(self)->dict:
+        "The selection scores so far (epoch -> mIoU) and the best epoch, for resumes."
+        return dict(select_scores=dict(self.select_scores), best_epoch=self.best_epoch)
+
+    def load_method_state(self, state:dict):
+        "Restore `method_state`."
+        self.select_scores = {int(k): v for k, v in state.get('select_scores', {}).items()}
+        self.best_epoch = state.get('best_epoch')
 
     def param_groups(self, model:nn.Module, lr:float, head_lr_mult:float=10., weight_decay:float=4e-5)->list:
         "Four groups: backbone weights (lr, decay), backbone biases (2·lr), new weights (mult·lr, decay), new biases (2·mult·lr)."
@@ -456,9 +599,9 @@ class MSAMethod(WSSSMethod):
         logits, cls = model(x, Q)
         l_cls = F.multilabel_soft_margin_loss(cls.float(), labels)
         fg = make_cam(logits[:, 1:].float())*labels[:, :, None, None]
-        valid = cell_valid(x, self.cell)
+        valid = cell_valid(batch['image'], self.cell, self.mult)      # padding of any colour (jitter included) is invalid
         feat = self.target(model, x, Q, batch.get('saliency'))*valid
-        l_ipc = ipc_loss(fg, feat, valid, self.patches, self.ig_th)
+        l_ipc = ipc_loss(fg, feat, valid, self.patches, self.ig_th, self.patch_filter_quirk)
         return {'loss': l_cls + self.alpha*l_ipc, 'cls': l_cls.detach(), 'ipc': l_ipc.detach()}
 
     def cams(self, model:nn.Module, images:torch.Tensor)->torch.Tensor:
