@@ -10,12 +10,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from ..core import ConfigError, autocast
+from ..data import normalize, denormalize, load_image
 from ..cam import methods, WSSSMethod, MethodContext, cam_loss, seed_numpy_worker
 
 # %% auto #0
-__all__ = ['co_attention', 'MCISNet', 'split_labels', 'PairBatchSampler', 'PairDataset', 'dataset_labels', 'contrast_start',
-           'self_pair_views', 'mcis_losses', 'aggregate_maps', 'MCIS']
+__all__ = ['COPY_KEYS', 'co_attention', 'MCISNet', 'split_labels', 'PairBatchSampler', 'PairDataset', 'dataset_labels',
+           'contrast_start', 'self_pair_views', 'resize_uint8', 'original_copies', 'mcis_losses', 'aggregate_maps',
+           'finish_maps', 'MCIS']
 
 # %% ../../nbs/12_mcis.ipynb #fd037be5
 def co_attention(f_m:torch.Tensor, # (B,C,h_m,w_m) features of image m
@@ -97,9 +100,10 @@ class PairBatchSampler:
     def __init__(self, labels, # (N,K) multi-hot image-level labels of the dataset
                  batch_size:int, # pairs per batch
                  seed:int=0, # random seed (combined with the epoch)
-                 drop_last:bool=True): # drop the last incomplete batch
+                 drop_last:bool=True, # drop the last incomplete batch
+                 allow_self:bool=False): # the exemplar may be drawn as its own partner (as the original)
         self.labels = np.asarray(labels) > 0
-        self.batch_size, self.seed, self.drop_last, self.epoch = batch_size, seed, drop_last, 0
+        self.batch_size, self.seed, self.drop_last, self.epoch, self.allow_self = batch_size, seed, drop_last, 0, allow_self
         self.by_class = [np.flatnonzero(self.labels[:, c]) for c in range(self.labels.shape[1])]
 
     def set_epoch(self, epoch:int): # the epoch about to start
@@ -115,7 +119,7 @@ class PairBatchSampler:
             pos = np.flatnonzero(self.labels[m])
             if len(pos) == 0: out.append((int(m), int(rng.integers(n)))); continue
             cand = self.by_class[rng.choice(pos)]
-            others = cand[cand != m]
+            others = cand if self.allow_self else cand[cand != m]
             out.append((int(m), int(rng.choice(others if len(others) else cand))))
         return out
 
@@ -127,14 +131,20 @@ class PairBatchSampler:
         pairs = self.pairs(self.epoch); self.epoch += 1
         for b in range(len(self)): yield pairs[b*self.batch_size:(b+1)*self.batch_size]
 
+COPY_KEYS = ('copy_flip', 'copy_small', 'copy_large')  # batch keys of the self-pair copies made from the original image
+
 class PairDataset(torch.utils.data.Dataset):
     "View of a dataset indexed by (exemplar, partner) pairs: the exemplar's sample plus the partner's entries suffixed '2'."
-    def __init__(self, ds): self.ds = ds # the (augmenting) training dataset
+    def __init__(self, ds, # the (augmenting) training dataset
+                 copies_size=None): # (H,W): also add the exemplar's self-pair copies made from its original image (`COPY_KEYS`)
+        self.ds, self.copies_size = ds, copies_size
     def __len__(self): return len(self.ds)
     def __getitem__(self, ij):
         i, j = ij
         out = dict(self.ds[i])
         for k, v in self.ds[j].items(): out[f'{k}2'] = v
+        if self.copies_size is not None:   # un-jittered, from the image file, as the original's LoadData.py
+            out.update(zip(COPY_KEYS, original_copies(load_image(self.ds.image_path(self.ds.ids[i])), self.copies_size)[1]))
         return out
 
 def dataset_labels(ds)->np.ndarray: # a dataset whose items carry 'label', or a `SegDataset` (uses its label cache)
@@ -156,11 +166,26 @@ def self_pair_views(x:torch.Tensor)->list: # (B,3,H,W) images
             F.interpolate(x, size=(max(1, int(H*0.75)), max(1, int(W*0.75))), mode='bilinear', align_corners=False),
             F.interpolate(x, size=(2*H, 2*W), mode='bilinear', align_corners=False)]
 
+def resize_uint8(img:np.ndarray, # HxWx3 uint8 RGB image
+                 size)->np.ndarray: # (H,W) output size
+    "PIL bilinear resize ignoring the aspect ratio: the original's `transforms.Resize` (`Classifier/utils/transforms/functional.py`)."
+    h, w = size
+    return np.array(Image.fromarray(np.ascontiguousarray(img)).resize((w, h), Image.BILINEAR))
+
+def original_copies(raw:np.ndarray, # HxWx3 uint8 original image (not colour-jittered)
+                    size)->tuple: # (H,W) of the network input (256×256 in MCIS)
+    "(input, [flip, 0.75×, 2×]): normalised (3,·,·) tensors, each resized from `raw` itself as MCIS's `LoadData.py` does."
+    H, W = size
+    x = normalize(resize_uint8(raw, (H, W)))
+    small = normalize(resize_uint8(raw, (max(1, int(H*0.75)), max(1, int(W*0.75)))))
+    return x, [x.flip(-1), small, normalize(resize_uint8(raw, (2*H, 2*W)))]
+
 def mcis_losses(model:MCISNet, # network from `MCIS.build_model`
                 x_m:torch.Tensor, x_n:torch.Tensor, # (B,3,H,W) exemplars and their partners
                 y_m:torch.Tensor, y_n:torch.Tensor, # (B,K) multi-hot labels
                 contrast:bool=True, # add the contrastive terms (epoch ≥ start)
-                self_pairs:bool=True)->dict: # add the flip / 0.75× / 2× self-pairs
+                self_pairs:bool=True, # add the flip / 0.75× / 2× self-pairs
+                views:list=None)->dict: # the three copies of x_m, precomputed (None: `self_pair_views(x_m)`)
     "All MCIS loss terms of a batch of pairs; 'loss' is their sum."
     y_m, y_n = y_m.float(), y_n.float()
     common, only_m, only_n = split_labels(y_m, y_n)
@@ -177,7 +202,7 @@ def mcis_losses(model:MCISNet, # network from `MCIS.build_model`
     selfl = zero
     if self_pairs:
         yy = torch.cat([y_m, y_m])
-        for xt in self_pair_views(x_m):
+        for xt in (self_pair_views(x_m) if views is None else views):
             f_t = model.features(xt)
             pt = model.pair(f_m, f_t)
             selfl = selfl + cam_loss(torch.cat([single_m, model.classifier(f_t).mean((2, 3))]), yy) \
@@ -197,6 +222,15 @@ def aggregate_maps(maps:list, # (K,h,w) maps, the first one always counted
         out = out + norm(m) * keep[..., None, None]
     return out / len(maps)
 
+def finish_maps(agg:torch.Tensor, # (K,h,w) output of `aggregate_maps`
+                size, # (H,W) image size
+                uint8:bool=False)->torch.Tensor: # on the original's integer grid (test.py): 0..255, truncated, then rounded
+    "The aggregated maps resized (bicubic) to the image, ≥ 0; `uint8`: truncated to 0..255 integers first, rounded and saturated after."
+    if uint8: agg = torch.floor(agg.float()*255)          # aggregate's np.array(att, dtype=np.uint8) truncates
+    out = F.interpolate(agg[None].float(), size=tuple(size), mode='bicubic', align_corners=False)[0]
+    return out.round().clamp(0, 255) if uint8 else out.clamp_min(0)   # cv2.resize of a uint8 map rounds and saturates
+
+
 # %% ../../nbs/12_mcis.ipynb #4c0192e9
 @methods.register('mcis')
 class MCIS(WSSSMethod):
@@ -212,8 +246,12 @@ class MCIS(WSSSMethod):
                  lr_gamma:float=0.1, # step-decay factor
                  n_partners:int=3, # partners per positive class at test time
                  infer_size:int=None, # resize images and partners to this square size at test time (None: keep)
-                 gate:float=0.1): # aggregation gate on σ(mean(map)) at test time
+                 gate:float=0.1, # aggregation gate on σ(mean(map)) at test time
+                 copies_from:str='batch', # self-pair copies: 'batch' (resampled from the input tensor) or 'original' (from the image, as MCIS)
+                 partner_may_be_self:bool=False, # an image may be drawn as its own partner, in training and at test time (as MCIS)
+                 uint8_maps:bool=False): # test-time maps on the original's uint8 grid (`finish_maps`)
         super().__init__()
+        if copies_from not in ('batch', 'original'): raise ConfigError(f"mcis: copies_from must be 'batch' or 'original', got {copies_from!r}")
         if any(not 0 < float(f) <= 1 for f in lr_steps):
             raise ConfigError(f"mcis: lr_steps must be fractions of the epochs in (0,1], got {list(lr_steps)}")
         if n_partners < 0: raise ConfigError(f"mcis: n_partners must be >= 0, got {n_partners}")
@@ -221,6 +259,7 @@ class MCIS(WSSSMethod):
         self.contrast_start_epoch, self.self_pairs = contrast_start_epoch, self_pairs
         self.lr_steps, self.lr_gamma, self.n_partners = tuple(float(f) for f in lr_steps), lr_gamma, n_partners
         self.infer_size, self.gate = infer_size, gate
+        self.copies_from, self.partner_may_be_self, self.uint8_maps = copies_from, bool(partner_may_be_self), bool(uint8_maps)
         self.epochs, self._sampler, self._ds, self._cursor, self._index, self._labels = None, None, None, 0, None, None
 
     def build_model(self, backbone:nn.Module, # feature extractor with `out_channels`
@@ -231,9 +270,23 @@ class MCIS(WSSSMethod):
     def train_loader(self, dataset, batch_size:int, num_workers:int=0, seed:int=0, # dataset; pairs per step; workers; seed
                      collate_fn=None): # batch collation
         "Batches of `batch_size` pairs whose partners share a class (`PairBatchSampler` over `PairDataset`)."
-        self._sampler = PairBatchSampler(dataset_labels(dataset), batch_size, seed=seed, drop_last=True)
-        return torch.utils.data.DataLoader(PairDataset(dataset), batch_sampler=self._sampler, num_workers=num_workers,
+        size = self._copies_size(dataset) if self.self_pairs and self.copies_from == 'original' else None
+        self._sampler = PairBatchSampler(dataset_labels(dataset), batch_size, seed=seed, drop_last=True, allow_self=self.partner_may_be_self)
+        return torch.utils.data.DataLoader(PairDataset(dataset, copies_size=size), batch_sampler=self._sampler, num_workers=num_workers,
                                            collate_fn=collate_fn, worker_init_fn=seed_numpy_worker)
+
+    def _copies_size(self, dataset)->tuple:
+        "(H,W) of the training input, for copies made from the original image; refuses inputs that are not the whole, squashed image."
+        t = getattr(dataset, 'transform', None)
+        whole = (t is not None and getattr(t, 'resize', None) is not None and t.crop_size in (None, tuple(t.resize)) and t.scales is None
+                 and tuple(t.scale_range) == (1.0, 1.0) and not t.flip)
+        if not whole:
+            raise ConfigError("mcis copies_from: original makes the self-pair copies from the whole original image, so the training input must "
+                              "be that image squashed to a square and unflipped, as in MCIS: set cls_resize (e.g. 256), cls_crop_size equal to "
+                              "it, cls_scale_min and cls_scale_max 1.0 and cls_flip false (or use copies_from: batch)")
+        if not (hasattr(dataset, 'image_path') and hasattr(dataset, 'ids')):
+            raise ConfigError("mcis copies_from: original reads the image files: the training dataset needs `ids` and `image_path` (a SegDataset)")
+        return tuple(t.resize)
 
     def param_groups(self, model:nn.Module, # an `MCISNet`
                      lr:float, head_lr_mult:float=10., # base lr; new-layer multiplier
@@ -274,8 +327,13 @@ class MCIS(WSSSMethod):
     def loss(self, model:nn.Module, # an `MCISNet`
              batch:dict)->dict: # 'image','label' (exemplars) and 'image2','label2' (partners)
         "`mcis_losses` of the batch of pairs, contrastive terms from `contrast_start` on."
+        views = None
+        if self.self_pairs and self.copies_from == 'original':
+            if not all(k in batch for k in COPY_KEYS):
+                raise ConfigError("mcis copies_from: original needs the copies in the batch: train with the loader of MCIS.train_loader")
+            views = [batch[k] for k in COPY_KEYS]
         return mcis_losses(model, batch['image'], batch['image2'], batch['label'], batch['label2'],
-                           contrast=self.contrast_active(), self_pairs=self.self_pairs)
+                           contrast=self.contrast_active(), self_pairs=self.self_pairs, views=views)
 
     def infer(self, model:nn.Module, # an `MCISNet` in eval mode
               image:torch.Tensor, # (3,H,W) normalised image
@@ -288,7 +346,7 @@ class MCIS(WSSSMethod):
             f = model.features(x)
             size = f.shape[-2:]
             maps = []
-            for t, xt in enumerate(self_pair_views(x)):
+            for t, xt in enumerate(self._views(image, x, dev)):
                 p = model.pair(f, model.features(xt))
                 if t == 0: maps += [p['co_map_m'][0], p['co_map_n'][0].flip(-1)]
                 else: maps.append(F.interpolate(p['co_map_n'].float(), size=size, mode='bicubic', align_corners=False)[0])
@@ -304,12 +362,21 @@ class MCIS(WSSSMethod):
                 else: merged[c] = mean[c]                  # then channel c from class c's partners
             if merged is not None: maps.append(merged)
             agg = aggregate_maps([m.float() for m in maps], gate=self.gate)
-        return F.interpolate(agg[None], size=(H, W), mode='bicubic', align_corners=False)[0].clamp_min(0)
+        return finish_maps(agg, (H, W), uint8=self.uint8_maps)
+
+    def _size(self, image): return (self.infer_size, self.infer_size) if self.infer_size else tuple(image.shape[-2:])
 
     def _prep(self, image, dev):
+        "(1,3,h,w) network input: `image` resized to `infer_size` (PIL, from the uint8 image, with copies_from 'original')."
+        if self.copies_from == 'original': return normalize(resize_uint8(denormalize(image), self._size(image)))[None].to(dev)
         x = image[None].to(dev, torch.float32)
         if self.infer_size: x = F.interpolate(x, size=(self.infer_size, self.infer_size), mode='bilinear', align_corners=False)
         return x
+
+    def _views(self, image, x, dev):
+        "The flip / 0.75× / 2× copies of the network input `x`: resampled from `x`, or resized from the uint8 image ('original')."
+        if self.copies_from == 'original': return [v[None].to(dev) for v in original_copies(denormalize(image), self._size(image))[1]]
+        return self_pair_views(x)
 
     def _bind(self, ds):
         "Remember `ds`, its labels and its images per class (False when it has no labels)."
@@ -347,7 +414,7 @@ class MCIS(WSSSMethod):
         "`n_partners` dataset indices containing class `c`, drawn with replacement (seeded by ctx.seed, the image, the class)."
         if self._labels is None or c >= len(self._by_class): return []
         cand = self._by_class[c]
-        if idx is not None and len(cand) > 1: cand = cand[cand != idx]
+        if idx is not None and len(cand) > 1 and not self.partner_may_be_self: cand = cand[cand != idx]
         if len(cand) == 0: return [idx] * self.n_partners if idx is not None else []
         rng = np.random.default_rng([ctx.seed, c] if idx is None else [ctx.seed, idx, c])
         return [int(j) for j in rng.choice(cand, size=self.n_partners, replace=True)]
