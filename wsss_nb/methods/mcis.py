@@ -230,7 +230,6 @@ def finish_maps(agg:torch.Tensor, # (K,h,w) output of `aggregate_maps`
     out = F.interpolate(agg[None].float(), size=tuple(size), mode='bicubic', align_corners=False)[0]
     return out.round().clamp(0, 255) if uint8 else out.clamp_min(0)   # cv2.resize of a uint8 map rounds and saturates
 
-
 # %% ../../nbs/12_mcis.ipynb #4c0192e9
 @methods.register('mcis')
 class MCIS(WSSSMethod):
