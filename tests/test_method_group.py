@@ -63,3 +63,40 @@ def test_group_online_maps_through_the_stages(smoke_data, tmp_path):
         m = torch.nn.functional.interpolate(torch.from_numpy(maps[f'{i}/{k}']).float()[None, None], size=c.shape, mode='bilinear',
                                             align_corners=False)[0, 0].numpy()
         np.testing.assert_allclose(c, m/max(m.max(), 1e-8), atol=1e-3)
+
+def _config_lines(path):
+    "{dotted key: (value text, comment)} of a config's non-comment lines (one level of nesting)."
+    out, parent = {}, None
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith('#'): continue
+        body, _, comment = line.partition('#')
+        key, _, val = body.partition(':')
+        if line.startswith(' '): key = f'{parent}.{key.strip()}'
+        else: parent = key.strip(); key = key.strip()
+        out[key] = (val.strip(), comment.strip())
+    return out
+
+def test_voc12_group_configs_faithful_and_fixed():
+    "Every line of the faithful config has a comment; the fixed one differs only in lines marked FIX (and the run name)."
+    from pathlib import Path
+    root = Path(__file__).parents[1]/'configs'
+    faithful, fixed = _config_lines(root/'voc12_group.yaml'), _config_lines(root/'voc12_group_fixed.yaml')
+    assert all(c for _, c in faithful.values()), [k for k, (_, c) in faithful.items() if not c]
+    assert set(faithful) == set(fixed)
+    changed = {k for k in faithful if faithful[k][0] != fixed[k][0]}
+    assert changed == {'run', 'method_args.gdl_in_eval', 'method_args.head_init'}
+    assert {k for k, (_, c) in fixed.items() if c.startswith('FIX')} == changed - {'run'}
+
+def test_group_quirk_flags_arithmetic():
+    "gdl_in_eval: the original's GDL stays random at test time (drop branch w.p. 0.8); head_init 'normal': N(0, 0.01)."
+    torch.manual_seed(0)
+    h = torch.tensor([[[10., 8., 7.], [6.9, 0., -3.]]]).expand(4000, 2, 2, 3).contiguous()   # channel mean = value
+    quirk = get_method('group', gdl_in_eval=True, head_width=8).build_model(get_backbone('efficientnet_lite0', pretrained=None), 3).eval()
+    fixed = get_method('group', head_width=8).build_model(get_backbone('efficientnet_lite0', pretrained=None), 3).eval()
+    dropped = quirk.gdl(h)[:, 0, 0, 0] == 5.          # the top position (10 >= 0.7*10) halved by the drop branch
+    assert abs(float(dropped.float().mean()) - 0.8) < 0.03
+    torch.testing.assert_close(fixed.gdl(h), h*(1 + torch.sigmoid(h.mean(1, keepdim=True)))/2)   # importance branch only
+    w = quirk.head[0].weight
+    assert abs(float(w.std())/0.01 - 1) < 0.02 and abs(float(w.mean())) < 0.001
+    he = get_method('group', head_init='kaiming', head_width=8).build_model(get_backbone('efficientnet_lite0', pretrained=None), 3).head[0].weight
+    assert abs(float(he.std())/(2/(w.shape[1]*9))**0.5 - 1) < 0.02          # He: sqrt(2/fan_in), 0.0132 for 1280x3x3

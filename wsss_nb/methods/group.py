@@ -115,7 +115,7 @@ class GroupNet(nn.Module):
         self.gdl = GraphDropout(drop_rate, drop_th, gdl_in_eval)
         for m in self.new_modules().modules():
             if not isinstance(m, nn.Conv2d): continue
-            # N(0, 0.01) through three 3×3 convs shrinks the signal ~100× per layer: fine for the original's 158k steps,
+            # N(0, 0.01) starts the 512-wide head's maps ~70× below He init: fine for the original's 158k steps,
             # too slow for a few hundred; He init keeps the scale (an option, off by default)
             if head_init == 'kaiming': nn.init.kaiming_normal_(m.weight, nonlinearity='relu')
             else: nn.init.normal_(m.weight, 0, 0.01)
