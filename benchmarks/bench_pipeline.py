@@ -1,0 +1,169 @@
+"""Each pipeline stage's loop against the bare network step on the same device, in the same run.
+
+For every stage the script times (a) the *bare step*: the network alone on a batch already on the device (forward +
+backward + SGD step for training, forward passes for inference, the refiner on in-memory arrays for pseudo-labels),
+and (b) the *stage loop*: the stage function of `wsss_nb.stages` on a generated dataset, with its data loading,
+augmentation, logging, checkpoints and file writes. It prints images/s of both and their ratio (the target on a GPU is
+>= 70 % for the classifier and DeepLab-v2). With `--project` it also projects the wall time of
+`configs/voc12_cam.yaml` end to end from the stage loops' rates measured here.
+
+    python benchmarks/bench_pipeline.py --size demo --device cpu
+    python benchmarks/bench_pipeline.py --size voc --device cuda --project     # ResNet-50 cls @512, ResNet-101 DeepLab-v2 @321
+
+Sizes: `demo` = the synthetic 128-px set with EfficientNet-Lite0 (the demo's networks); `voc` = a generated
+VOC-layout set of 500x375 / 375x500 JPEGs with ResNet-50 (classifier, 512 crops) and ResNet-101 DeepLab-v2 OS8 (321
+crops), random init (no download). Weights are random, so only speed is measured, never scores.
+"""
+import argparse, math, shutil, tempfile, time
+from pathlib import Path
+import numpy as np
+import torch
+from PIL import Image
+from wsss_nb.core import configure_determinism, get_device, load_config, resolve_path
+from wsss_nb.data import save_mask
+from wsss_nb.backbones import get_backbone
+from wsss_nb.cam import get_method, infer_cams
+from wsss_nb.deeplab import build_deeplab, msc_loss, predict
+from wsss_nb.refine import get_refiner
+from wsss_nb.stages import train_classifier, make_cams, make_pseudo_labels, train_segmentation, evaluate
+
+SIZES = dict(  # per size: dataset, networks and batch sizes for (cpu, cuda)
+    demo=dict(side=None, cls=('efficientnet_lite0', 16, 128, (16, 16)), seg=('efficientnet_lite0', 8, 128, (8, 8), [1, 2, 3, 4], 16)),
+    voc=dict(side=(500, 375), cls=('resnet50', 16, 512, (2, 16)), seg=('resnet101', 8, 321, (2, 10), [6, 12, 18, 24], 8)))
+
+def make_voc_like(root:Path, n:int, seed:int=0)->Path:
+    "A VOC-layout set (JPEGImages, SegmentationClass, ImageSets/Segmentation/{train,val}.txt) of 500x375 / 375x500 images."
+    rng = np.random.default_rng(seed)
+    for d in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'): (root/d).mkdir(parents=True, exist_ok=True)
+    ids = [f'2007_{i:06d}' for i in range(n)]
+    for k, i in enumerate(ids):
+        W, H = (500, 375) if k % 3 else (375, 500)
+        img = rng.integers(0, 255, (H, W, 3), dtype=np.uint8); mask = np.zeros((H, W), np.uint8)
+        for _ in range(rng.integers(1, 4)):
+            c = int(rng.integers(1, 21)); y, x = rng.integers(0, H - 80), rng.integers(0, W - 80)
+            h, w = rng.integers(60, H - y + 1), rng.integers(60, W - x + 1)
+            mask[y:y + h, x:x + w] = c; img[y:y + h, x:x + w] = (img[y:y + h, x:x + w] // 2 + c * 6).astype(np.uint8)
+        mask[mask.shape[0] // 2, :] = 255   # a VOC-style ignore line
+        Image.fromarray(img).save(root/'JPEGImages'/f'{i}.jpg', quality=90); save_mask(mask, root/'SegmentationClass'/f'{i}.png')
+    for split in ('train', 'val'): (root/'ImageSets'/'Segmentation'/f'{split}.txt').write_text('\n'.join(ids) + '\n')
+    return root
+
+def _sync(dev):
+    if dev.type == 'cuda': torch.cuda.synchronize(dev)
+
+def _rate(fn, n_items, dev, warmup=1, repeat=3)->float:
+    "Items per second of `fn` (after `warmup` calls), best of `repeat`."
+    for _ in range(warmup): fn()
+    best = float('inf')
+    for _ in range(repeat):
+        _sync(dev); t0 = time.perf_counter(); fn(); _sync(dev); best = min(best, time.perf_counter() - t0)
+    return n_items / best
+
+def bare_cls(backbone, batch, crop, dev, amp):
+    from wsss_nb.core import autocast
+    m = get_method('cam'); net = m.build_model(get_backbone(backbone, pretrained=None, output_stride=16), 20).to(dev).train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(batch, 3, crop, crop, device=dev); y = (torch.rand(batch, 20, device=dev) > 0.8).float()
+    def step():
+        with autocast(dev, amp): loss = m.loss(net, dict(image=x, label=y))['loss']
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    return _rate(step, batch, dev)
+
+def bare_cams(backbone, images, dev, amp, batch):
+    net = get_method('cam').build_model(get_backbone(backbone, pretrained=None, output_stride=16), 20).to(dev).eval()
+    x = torch.randn(batch, 3, *images, device=dev)
+    return _rate(lambda: infer_cams(lambda t: net.cam(t), x, device=dev, amp=amp), batch, dev, repeat=2)
+
+def bare_seg(backbone, batch, crop, dev, amp, rates, os_):
+    from wsss_nb.core import autocast
+    net = build_deeplab(backbone, 21, pretrained=None, output_stride=os_, rates=tuple(rates), msc=True).to(dev).train()
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    x = torch.randn(batch, 3, crop, crop, device=dev); y = torch.randint(0, 21, (batch, crop, crop), device=dev)
+    def step():
+        with autocast(dev, amp): outs = net(x); loss = msc_loss(outs if isinstance(outs, (list, tuple)) else [outs], y)
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    return _rate(step, batch, dev)
+
+def bare_eval(backbone, image_hw, dev, amp, rates, os_):
+    net = build_deeplab(backbone, 21, pretrained=None, output_stride=os_, rates=tuple(rates), msc=True).to(dev).eval()
+    x = torch.randn(3, *image_hw, device=dev)
+    def run():
+        with torch.inference_mode(): predict(net, x, scales=(1.0,), amp=amp)
+    return _rate(run, 1, dev)
+
+def bare_pseudo(refiner, ds, cam_dir, n, dev):
+    from wsss_nb.cam import load_cams
+    items = [(ds.load_raw(i)[0], *load_cams(Path(cam_dir)/f'{i}.npz')) for i in ds.ids[:n]]
+    ref = get_refiner(refiner, **({'device': str(dev)} if refiner == 'crf_torch' else {}))
+    if ref.batched: run = lambda: ref.batch([i for i, _, _ in items], [c for _, _, c in items], [k for _, k, _ in items], 0.3)
+    else: run = lambda: [ref(im, c, k, 0.3) for im, k, c in items]
+    return _rate(run, len(items), dev, repeat=2)
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--size', choices=list(SIZES), default='demo')
+    ap.add_argument('--device', default='auto')
+    ap.add_argument('--n-images', type=int, default=None, help='images of the generated set (default: 64 demo / 8 voc on CPU, 256 / 128 on CUDA)')
+    ap.add_argument('--cls-steps', type=int, default=None, help='classifier steps of the stage loop (default: a few epochs)')
+    ap.add_argument('--seg-iters', type=int, default=None, help='DeepLab-v2 iterations of the stage loop')
+    ap.add_argument('--refiner', default=None, help="pseudo-label refiner (default: crf_torch on CUDA, crf on CPU)")
+    ap.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
+    ap.add_argument('--project', action='store_true', help='project configs/voc12_cam.yaml wall time from the measured stage loops')
+    a = ap.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
+    dev = get_device(a.device); cuda = dev.type == 'cuda'; amp = cuda
+    configure_determinism(None, dev)
+    cfg = SIZES[a.size]; n = a.n_images or {('demo', False): 64, ('voc', False): 8, ('demo', True): 256, ('voc', True): 128}[(a.size, cuda)]
+    refiner = a.refiner or ('crf_torch' if cuda else 'crf')
+    cb, cb_batch_default, crop, cbs = cfg['cls']; cls_bs = cbs[cuda]
+    sb, _, scrop, sbs, rates, os_ = cfg['seg']; seg_bs = sbs[cuda]
+    tmp = Path(tempfile.mkdtemp(prefix='bench_pipeline_'))
+    try:
+        if cfg['side'] is None:
+            from wsss_nb.synthetic import make_synthetic
+            data, dataset, img_hw = make_synthetic(tmp/'data', n_train=n, n_val=max(n//4, 4), size=128, seed=0), 'synthetic', (128, 128)
+        else: data, dataset, img_hw = make_voc_like(tmp/'data', n), 'voc12', (375, 500)
+        kw = dict(run='bench', out_root=tmp/'out', dataset=dataset, data_root=data, device=str(dev), amp=amp, progress=False)
+        rows = []
+        cls_steps = a.cls_steps or (3 if not cuda and a.size == 'voc' else max(20, 2*n // cls_bs))
+        epochs = max(1, math.ceil(cls_steps / max(n // cls_bs, 1)))
+        st = train_classifier(**kw, method='cam', backbone=cb, pretrained=None, crop_size=crop, batch_size=cls_bs, epochs=epochs,
+                              num_workers=None, lr=1e-3)
+        s = st.summary(); rows.append(('classifier', bare_cls(cb, cls_bs, crop, dev, amp), s['steps']*cls_bs/s['train_time_s']))
+        st = make_cams(**kw, num_workers=None, batch_size=None)
+        rows.append(('CAMs (4 scales + flip)', bare_cams(cb, img_hw, dev, amp, 8 if cuda else 1), n/st.summary()['time_s']))
+        st = make_pseudo_labels(**{k: v for k, v in kw.items() if k != 'amp'}, bg_threshold=0.3, refiner=refiner, num_workers=None)
+        rows.append((f'pseudo-labels ({refiner})', bare_pseudo(refiner, _ds(dataset, data), tmp/'out'/'bench'/'cams', min(n, 16), dev), n/st.summary()['time_s']))
+        iters = a.seg_iters or (3 if not cuda and a.size == 'voc' else 40)
+        st = train_segmentation(**kw, labels='pseudo', backbone=sb, pretrained=None, output_stride=os_, rates=rates, iters=iters,
+                                batch_size=seg_bs, crop_size=scrop, num_workers=None)
+        s = st.summary(); rows.append(('DeepLab-v2', bare_seg(sb, seg_bs, scrop, dev, amp, rates, os_), s['steps']*seg_bs/s['train_time_s']))
+        n_val = len(_ds(dataset, data, 'val').ids)
+        t0 = time.perf_counter(); evaluate(**kw, max_images=n_val); t_eval = time.perf_counter() - t0
+        rows.append(('evaluation (1 scale)', bare_eval(sb, img_hw, dev, amp, rates, os_), n_val/t_eval))
+        name = torch.cuda.get_device_name(dev) if cuda else f'cpu ({torch.get_num_threads()} threads)'
+        print(f'\n{a.size} size, device {name}, {n} images, classifier {cb} {cls_bs}x{crop}^2, DeepLab-v2 {sb} {seg_bs}x{scrop}^2, amp={amp}\n')
+        print('| stage | bare network images/s | stage loop images/s | loop / bare |\n|---|---|---|---|')
+        for stage, bare, loop in rows: print(f'| {stage} | {bare:.2f} | {loop:.2f} | {loop/bare:.0%} |')
+        if a.project: print(project(dict((r[0], r[2]) for r in rows), refiner))
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
+def _ds(dataset, root, split='train'):
+    from wsss_nb.data import get_dataset
+    return get_dataset(dataset, root, split)
+
+def project(loop_rates:dict, refiner:str, n_train:int=10582, n_val:int=1449)->str:
+    "Projected wall time of configs/voc12_cam.yaml (train_aug, val) from stage-loop images/s measured at VOC size."
+    c = load_config(resolve_path('configs/voc12_cam.yaml'))
+    cls_imgs = c['cls_epochs'] * (n_train // c['cls_batch_size']) * c['cls_batch_size']
+    seg_imgs = c['seg_iters'] * c['seg_batch_size'] * (2 if c.get('train_gt_bound') else 1)
+    r = list(loop_rates.values())
+    parts = [('classifier', cls_imgs / r[0]), ('CAMs', n_train / r[1]), (f'pseudo-labels ({refiner})', n_train / r[2]),
+             ('DeepLab-v2 (pseudo + GT bound)', seg_imgs / r[3]), ('evaluation (x2 networks)', 2 * n_val / r[4])]
+    lines = ['\nProjected configs/voc12_cam.yaml end to end (stage-loop rates above; eval at 1 scale, the config uses 3):\n',
+             '| stage | work | hours |', '|---|---|---|']
+    work = [f'{cls_imgs} images', f'{n_train} images', f'{n_train} images', f'{seg_imgs} crops', f'{2*n_val} images']
+    lines += [f'| {p} | {w} | {t/3600:.2f} |' for (p, t), w in zip(parts, work)]
+    return '\n'.join(lines + [f'| total | | {sum(t for _, t in parts)/3600:.2f} |'])
+
+if __name__ == '__main__': main()
