@@ -11,13 +11,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from ..core import ConfigError, DataError, autocast, save_json
+from ..core import ConfigError, DataError, autocast, save_json, resolve_path
 from ..cam import methods, WSSSMethod, MethodContext, cam_loss
-from ..backbones import ResNet38
+from ..backbones import ResNet38, load_state_dict_file
 
 # %% auto #0
 __all__ = ['kmeans_pp_init', 'kmeans', 'subcategory_labels', 'sub_targets', 'SCCAMNet', 'merge_sub_cams', 'round_starts',
-           'round_of', 'extract_gap_features', 'SCCAMMethod', 'save_subcategories']
+           'round_of', 'round_poly_factor', 'round0_state_dict', 'load_round0_weights', 'extract_gap_features',
+           'SCCAMMethod', 'save_subcategories']
 
 # %% ../../nbs/11_sccam.ipynb #05cc8494
 def kmeans_pp_init(x:torch.Tensor, # (N,C) float64 points
@@ -201,21 +202,65 @@ def merge_sub_cams(maps:torch.Tensor, # (B,K·k,h,w) sub-category maps
 # %% ../../nbs/11_sccam.ipynb #23da6b45
 def round_starts(epochs:int, # training epochs of the stage
                  rounds:int, # number of rounds, round 0 included
-                 round_epochs=None)->list: # optional explicit epochs per round
-    "First epoch of each round: an even split of `epochs`, or the cumulative `round_epochs`."
+                 round_epochs=None, # optional explicit epochs per round
+                 first_empty:bool=False)->list: # round 0 is loaded, not trained: it gets 0 epochs
+    "First epoch of each round: an even split of `epochs` over the trained rounds, or the cumulative `round_epochs`."
+    skip = int(first_empty)
     if round_epochs is not None:
         round_epochs = [int(e) for e in round_epochs]
-        if len(round_epochs) != rounds or sum(round_epochs) != epochs or min(round_epochs) < 1:
-            raise ConfigError(f"SC-CAM method_args.round_epochs={round_epochs} must hold `rounds`={rounds} positive "
-                              f"lengths adding up to the classifier epochs ({epochs})")
+        ok = (len(round_epochs) == rounds and sum(round_epochs) == epochs and min(round_epochs[1:], default=1) >= 1
+              and (round_epochs[0] == 0 if first_empty else round_epochs[0] >= 1))
+        if not ok:
+            raise ConfigError(f"SC-CAM method_args.round_epochs={round_epochs} must hold `rounds`={rounds} lengths adding up to the "
+                              f"classifier epochs ({epochs}), each >= 1" + (", except round 0's, which is 0 (round0_weights is loaded)" if first_empty else ""))
         return [int(s) for s in np.cumsum([0] + round_epochs[:-1])]
-    if rounds < 1 or epochs < rounds:
-        raise ConfigError(f"SC-CAM needs at least one epoch per round: epochs={epochs} < method_args.rounds={rounds} (or rounds < 1)")
-    return [r*epochs//rounds for r in range(rounds)]
+    trained = rounds - skip
+    if trained < 1 or epochs < trained:
+        raise ConfigError(f"SC-CAM needs at least one epoch per trained round: epochs={epochs} < method_args.rounds={rounds}"
+                          + (" minus the loaded round 0" if skip else "") + " (or no round to train)")
+    return [0]*skip + [r*epochs//trained for r in range(trained)]
 
 def round_of(epoch:int, starts:list)->int: # 0-based epoch; `round_starts` output
     "The round an epoch belongs to."
     return max(r for r, s in enumerate(starts) if s <= epoch)
+
+# %% ../../nbs/11_sccam.ipynb #5c318bb9
+def round_poly_factor(it:int, # 0-based iteration of the stage
+                      starts:list, # first iteration of each round (non-decreasing)
+                      poly_steps:list, # iterations each round's decay spans, at least the round's length
+                      power:float=0.9)->float: # poly power
+    "lr multiplier at `it`: (1 - t/T)^power, t the iteration within its round, T its `poly_steps` (PSA's PolyOptimizer, fresh each round)."
+    r = round_of(it, starts)
+    return (1 - min(it - starts[r], poly_steps[r])/max(poly_steps[r], 1))**power
+
+# %% ../../nbs/11_sccam.ipynb #b2b29871
+def round0_state_dict(sd:dict)->dict: # state_dict of a trained round-0 classifier
+    "SCCAMNet keys of a round-0 classifier: PSA's `resnet38_cls.Net` layout (backbone keys, `fc8.weight`) renamed, wsss_nb's kept."
+    if any(k.startswith('backbone.') for k in sd): return {k: v for k, v in sd.items() if k.startswith(('backbone.', 'classifier.'))}
+    return {('classifier.weight' if k == 'fc8.weight' else f'backbone.{k}'): v for k, v in sd.items()}
+
+def load_round0_weights(model:SCCAMNet, # network from `SCCAMMethod.build_model`
+                        path)->SCCAMNet: # weight file; a relative path starts at the project root
+    "Load a trained round-0 classifier (PSA's `res38_cls.pth`) into the backbone and parent head; `DataError` naming the file if it is missing or does not fit."
+    path = resolve_path(path)
+    if not path.is_file():
+        raise DataError(f"SC-CAM method_args.round0_weights: file not found: {path}. The released code starts round 1 from PSA's "
+                        f"classifier res38_cls.pth (linked from the jiwoon-ahn/psa README); or set round0_weights to null and give "
+                        f"round 0 epochs (round_epochs[0] > 0) to train it here")
+    try: sd = round0_state_dict(load_state_dict_file(path))
+    except DataError as e: raise DataError(f"SC-CAM method_args.round0_weights: {e}") from None
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(('backbone.', 'classifier.'))}
+    missing = [k for k in own if k not in sd and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k, v in sd.items() if k not in own or not torch.is_tensor(v)]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in sd and torch.is_tensor(sd[k]) and sd[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise DataError(f"SC-CAM method_args.round0_weights {path} does not fit this {type(model.backbone).__name__} with "
+                        f"{model.num_classes} classes: {len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
+                        f"{unexpected[:3]}, {len(shapes)} shape mismatches (file vs network) {shapes[:3]}")
+    with torch.no_grad():
+        for k, v in sd.items(): own[k].copy_(v)
+    return model
 
 # %% ../../nbs/11_sccam.ipynb #d3920d2f
 def extract_gap_features(model:SCCAMNet, # the network of the previous round
@@ -242,7 +287,11 @@ class SCCAMMethod(WSSSMethod):
 
     def __init__(self, n_sub:int=10, # sub-categories per parent class (k)
                  rounds:int=3, # rounds, round 0 (plain CAM) included; the paper's schedule is 4
-                 round_epochs:list=None, # epochs per round (None: even split of the stage's epochs)
+                 round_epochs:list=None, # epochs per round (None: even split of the stage's epochs over the trained rounds)
+                 round_poly_epochs=None, # epochs each round's poly decay spans: an int, or one per round (None entries: the round's length); None: each round decays to 0 at its end
+                 round0_weights:str=None, # a trained round-0 classifier (PSA's res38_cls.pth) loaded instead of training round 0 (round_epochs[0] is then 0)
+                 round0_lr:float=None, # base lr of round 0 when it is trained (None: the stage's lr)
+                 round0_crop_size:int=None, # training crop of round 0 when it is trained (None: the stage's crop)
                  sub_weight:float=5., # λ, weight of the sub-category loss
                  dropout:float=0.5, # Dropout2d before GAP
                  restart_each_round:bool=True, # reload the initial (ImageNet) weights at every round start, as the code
@@ -254,14 +303,53 @@ class SCCAMMethod(WSSSMethod):
         if n_sub < 1 or rounds < 1: raise ConfigError(f"SC-CAM needs n_sub >= 1 and rounds >= 1, got n_sub={n_sub}, rounds={rounds}")
         if cam_source not in ('parent', 'sub'): raise ConfigError(f"SC-CAM cam_source must be 'parent' or 'sub', got {cam_source!r}")
         self.n_sub, self.rounds, self.round_epochs, self.sub_weight, self.dropout = n_sub, rounds, round_epochs, sub_weight, dropout
+        self.round_poly_epochs, self.round0_weights, self.round0_lr, self.round0_crop_size = round_poly_epochs, round0_weights, round0_lr, round0_crop_size
         self.restart_each_round, self.psa_freeze, self.psa_momentum_quirk = restart_each_round, psa_freeze, psa_momentum_quirk
         self.kmeans_n_init, self.kmeans_max_iter, self.cam_source = kmeans_n_init, kmeans_max_iter, cam_source
-        self.round, self._opt = 0, None
+        self._check_round_options()
+        self.round, self._opt, self._tfm, self._crop = 0, None, None, None
+
+    def _check_round_options(self):
+        "Fail early (at config time) on round options that cannot work together."
+        loaded, re = self.round0_weights is not None, self.round_epochs
+        if loaded and self.rounds < 2: raise ConfigError("SC-CAM round0_weights replaces round 0; with rounds=1 nothing is left to train: use rounds >= 2")
+        if re is not None:
+            if len(re) != self.rounds: raise ConfigError(f"SC-CAM round_epochs={re} must have one entry per round (rounds={self.rounds})")
+            if loaded and int(re[0]) != 0: raise ConfigError(f"SC-CAM loads round 0 from round0_weights, so round 0 trains no epochs: set round_epochs[0] to 0 (round_epochs={re})")
+            if not loaded and int(re[0]) == 0: raise ConfigError(f"SC-CAM round_epochs[0] = 0 needs round0_weights, a trained round-0 classifier to start from (round_epochs={re})")
+        p = self.round_poly_epochs
+        if p is not None:
+            spans = [p] if isinstance(p, int) else list(p)
+            if not isinstance(p, int) and len(spans) != self.rounds: raise ConfigError(f"SC-CAM round_poly_epochs={p} must be an int or have one entry per round (rounds={self.rounds})")
+            if any(s is not None and (not isinstance(s, int) or s < 1) for s in spans): raise ConfigError(f"SC-CAM round_poly_epochs={p}: spans must be positive integers (or None)")
+            if re is not None: self.poly_epochs([int(e) for e in re])
+        if self.round0_lr is not None and not self.round0_lr > 0: raise ConfigError(f"SC-CAM round0_lr must be > 0, got {self.round0_lr}")
+        if self.round0_crop_size is not None and int(self.round0_crop_size) < 1: raise ConfigError(f"SC-CAM round0_crop_size must be >= 1, got {self.round0_crop_size}")
+
+    def starts(self, epochs:int)->list: # training epochs of the stage
+        "First epoch of each round (round 0 has none when `round0_weights` is loaded)."
+        return round_starts(epochs, self.rounds, self.round_epochs, first_empty=self.round0_weights is not None)
+
+    def poly_epochs(self, lengths:list)->list: # epochs of each round
+        "Epochs each round's poly decay spans: `round_poly_epochs` (None entries: the round's length), else the round lengths."
+        p = self.round_poly_epochs
+        spans = list(lengths) if p is None else [p]*self.rounds if isinstance(p, int) else [l if s is None else int(s) for s, l in zip(p, lengths)]
+        if bad := [f"round {r}: {l} epochs, decay over {s}" for r, (s, l) in enumerate(zip(spans, lengths)) if s < l]:
+            raise ConfigError(f"SC-CAM round_poly_epochs={p} is shorter than a round, whose lr would reach 0 before its end ({'; '.join(bad)})")
+        return spans
 
     def build_model(self, backbone:nn.Module, # feature extractor with `out_channels`
                     num_classes:int)->SCCAMNet: # parent (foreground) classes K
         "The two-head SC-CAM network."
         return SCCAMNet(backbone, num_classes, self.n_sub, self.dropout, keep_initial=self.restart_each_round, psa_freeze=self.psa_freeze)
+
+    def train_loader(self, dataset, # training dataset (augmenting transform attached)
+                     batch_size:int, num_workers:int=0, seed:int=0, # images per step; DataLoader workers; shuffling seed
+                     collate_fn=None): # batch collation
+        "The default loader; remembers the dataset's transform so that round 0 can crop `round0_crop_size`."
+        self._tfm = getattr(dataset, 'transform', None)
+        self._crop = getattr(self._tfm, 'crop_size', None)
+        return super().train_loader(dataset, batch_size, num_workers=num_workers, seed=seed, collate_fn=collate_fn)
 
     def param_groups(self, model:SCCAMNet, # network from `build_model`
                      lr:float, head_lr_mult:float=10., weight_decay:float=5e-4)->list: # base lr; new-layer multiplier; weight decay
@@ -276,26 +364,41 @@ class SCCAMMethod(WSSSMethod):
                   lr:float, total_steps:int, # base learning rate; iterations of the whole run
                   steps_per_epoch:int=1, # iterations per epoch
                   head_lr_mult:float=10., weight_decay:float=5e-4)->tuple: # new-layer lr multiplier; weight decay
-        "(SGD, poly-0.9 scheduler restarted at every round start when `restart_each_round`)."
+        "(SGD, poly-0.9 scheduler per round when `restart_each_round` or `round_poly_epochs`, round 0 at `round0_lr`)."
         groups = self.param_groups(model, lr, head_lr_mult=head_lr_mult, weight_decay=weight_decay)
         opt = torch.optim.SGD(groups, lr=lr, momentum=weight_decay if self.psa_momentum_quirk else 0.9)
-        spe = max(steps_per_epoch, 1)
-        starts = round_starts(max(total_steps//spe, 1), self.rounds, self.round_epochs) if self.restart_each_round else [0]
-        bounds = [s*spe for s in starts] + [total_steps]
-        def poly(it):
-            r = round_of(it, bounds[:-1])
-            return (1 - min(it - bounds[r], bounds[r+1] - bounds[r])/max(bounds[r+1] - bounds[r], 1))**0.9
+        spe = max(steps_per_epoch, 1); epochs = max(total_steps//spe, 1)
+        starts = self.starts(epochs)
+        bounds = [s*spe for s in starts]
+        if self.restart_each_round or self.round_poly_epochs is not None:
+            decay_starts, spans = bounds, [s*spe for s in self.poly_epochs(np.diff(starts + [epochs]).tolist())]
+        else: decay_starts, spans = [0], [total_steps]
+        scale0 = 1. if self.round0_lr is None else self.round0_lr/lr
+        def factor(it):
+            f = round_poly_factor(it, decay_starts, spans)
+            return f*scale0 if round_of(it, bounds) == 0 else f
         self._opt = opt
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, poly)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    def _set_round_crop(self, r:int):
+        "Crop round 0 at `round0_crop_size` and the other rounds at the stage's crop (the loader's transform is changed in place)."
+        if self.round0_crop_size is None: return
+        if self._tfm is None or not hasattr(self._tfm, 'crop_size'):
+            if r == 0: raise ConfigError("SC-CAM round0_crop_size needs the training set's SegTransform: build the loader with train_loader first")
+            return
+        c = self.round0_crop_size if r == 0 else self._crop
+        self._tfm.crop_size = (int(c), int(c)) if isinstance(c, (int, float)) else c
 
     def on_epoch_start(self, model:SCCAMNet, # network from `build_model`
                        epoch:int, # 0-based epoch about to start
                        ctx:MethodContext): # dataset (un-augmented), device, out_dir, epochs, seed
-        "At the first epoch of round r >= 1: cluster the training images into sub-categories, then restart the weights."
+        "At the first epoch of round r >= 1: (load round 0,) cluster the training images into sub-categories, then restart the weights."
         super().on_epoch_start(model, epoch, ctx)
-        self.round = r = round_of(epoch, round_starts(ctx.epochs, self.rounds, self.round_epochs))
+        self.round = r = round_of(epoch, self.starts(ctx.epochs))
+        self._set_round_crop(r)
         if r == 0 or int(model.sub_round) >= r: return     # round 0, or this round's table came with a checkpoint
         if ctx.dataset is None: raise ConfigError("SC-CAM's on_epoch_start needs ctx.dataset (the training images)")
+        if r == 1 and self.round0_weights is not None: load_round0_weights(model, self.round0_weights)
         ids, feats, labels = extract_gap_features(model, ctx.dataset, ctx.device, ctx.amp, ctx.progress)
         assign, info = subcategory_labels(feats, labels, self.n_sub, seed=ctx.seed, n_init=self.kmeans_n_init, max_iter=self.kmeans_max_iter)
         model.set_sub_labels(ids, assign, r)
