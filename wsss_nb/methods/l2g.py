@@ -264,9 +264,9 @@ def _resize_short(a:np.ndarray, short:int, kind:str)->np.ndarray:
     H, W = a.shape[:2]
     w, h = (short, round(H*short/W)) if W < H else (round(W*short/H), short)
     if (h, w) == (H, W): return a
-    if kind == 'image': return np.asarray(Image.fromarray(a).resize((w, h), Image.BICUBIC))
-    if kind == 'saliency': return np.asarray(Image.fromarray(a.astype(np.float32), 'F').resize((w, h), Image.NEAREST))
-    return np.asarray(Image.fromarray(a).resize((w, h), Image.NEAREST))
+    if kind == 'image': return np.array(Image.fromarray(a).resize((w, h), Image.BICUBIC))
+    if kind == 'saliency': return np.array(Image.fromarray(a.astype(np.float32), 'F').resize((w, h), Image.NEAREST))
+    return np.array(Image.fromarray(a).resize((w, h), Image.NEAREST))
 
 def _color_jitter(img:np.ndarray, strength:tuple, rng:np.random.Generator)->np.ndarray:
     "ColorJitter(brightness, contrast, saturation, hue) as the released transforms: factors drawn, applied in random order."
@@ -278,7 +278,7 @@ def _color_jitter(img:np.ndarray, strength:tuple, rng:np.random.Generator)->np.n
     if h: ops.append(lambda im, f=rng.uniform(-h, h): TF.adjust_hue(im, f))
     im = Image.fromarray(np.ascontiguousarray(img))
     for i in rng.permutation(len(ops)): im = ops[i](im)
-    return np.asarray(im)
+    return np.array(im)                                # writable, for torch.from_numpy
 
 class L2GViewTransform:
     "The released L2G training view: ResizeShort (bicubic image, nearest saliency), one square crop, optional flip, ColorJitter with hue."
@@ -424,8 +424,8 @@ class L2GMethod(WSSSMethod):
         "The default loader, after swapping the dataset's transform for `view_transform` when one is asked for."
         tfm = self.view_transform(dataset.transform) if getattr(dataset, 'transform', None) is not None else None
         if tfm is not None:
-            inner = dataset
-            while 'transform' not in vars(inner): inner = vars(inner).get('ds', vars(inner).get('dataset'))
+            inner = dataset                                  # the innermost dataset (stage wrappers hold it in .ds)
+            while (nxt := vars(inner).get('ds', vars(inner).get('dataset'))) is not None: inner = nxt
             inner.transform = tfm
         return super().train_loader(dataset, batch_size, num_workers=num_workers, seed=seed, collate_fn=collate_fn)
 
