@@ -201,3 +201,17 @@ def test_cda_label_quirk_reaches_only_G():
     S = torch.ones(1, 1, 2)
     assert local_target(A, torch.tensor([[1., 0., 0.]]), S)[0, :, 0].tolist() == [[1., 1.], [0., 0.], [0., 0.], [0., 0.]]
     assert local_target(A, torch.tensor([[1., 0., 1.]]), S)[0, :, 0].tolist() == [[0., 1.], [0., 0.], [1., 0.], [0., 0.]]
+
+def test_bank_at_view_scale():
+    "With view_short_side the bank stores instances resized like their image (ResizeShort), so pasted sizes match the views."
+    from wsss_nb.methods.l2g import build_foreground_bank
+    class _One:
+        def __len__(self): return 1
+        def __getitem__(self, i):
+            sal = torch.zeros(16, 24); sal[:8] = 1.
+            return dict(image=torch.zeros(3, 16, 24), raw=np.full((16, 24, 3), 7, np.uint8), label=torch.tensor([1., 0.]), saliency=sal)
+    def cam(x): c = torch.zeros(1, 2, 4, 6); c[0, 0, :, :3] = 1.; return c    # class 0: the left half
+    plain = build_foreground_bank(cam, _One(), 2).items[0][0]
+    scaled = build_foreground_bank(cam, _One(), 2, short_side=32).items[0][0]   # 16x24 -> 32x48: x2
+    assert plain[1].shape == (8, 12) and scaled[1].shape == (16, 24) and scaled[0].shape == (16, 24, 3)
+    assert scaled[1].all() and (scaled[2] == 255).all()
