@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import roi_align
+import torchvision.transforms.functional as TF
+from PIL import Image
 from tqdm.auto import tqdm
 from ..core import ConfigError, autocast
 from ..data import normalize
@@ -19,9 +21,9 @@ from ..backbones import ResNet38
 from ..cam import methods, WSSSMethod, MethodContext, cam_loss, get_method
 
 # %% auto #0
-__all__ = ['SEBlock', 'DRSLayer', 'pcm_taps', 'L2GBranch', 'L2GNet', 'local_boxes', 'crop_boxes', 'align_global', 'local_target',
-           'kd_loss', 'l2g_losses', 'l2g_infer', 'L2GMethod', 'ForegroundBank', 'build_foreground_bank', 'cda_paste',
-           'L2GCSAMethod']
+__all__ = ['SEBlock', 'DRSLayer', 'pcm_taps', 'L2GBranch', 'L2GNet', 'local_boxes', 'crop_boxes', 'align_global', 'l2g_view_box',
+           'L2GViewTransform', 'local_target', 'kd_loss', 'l2g_losses', 'l2g_infer', 'L2GMethod', 'ForegroundBank',
+           'build_foreground_bank', 'cda_paste_size', 'cda_paste', 'L2GCSAMethod']
 
 # %% ../../nbs/15_l2g.ipynb #35e5e6f1
 class SEBlock(nn.Module):
@@ -158,9 +160,12 @@ class L2GNet(nn.Module):
                  pcm:bool=True, # pixel-correlation module
                  attention:bool=False, # SE + DRS (l2g_csa)
                  train_attention:bool=True, # False: SE/DRS keep their random init (the thesis QUIRK)
-                 freeze_bn:bool=True, # BatchNorm in eval mode with frozen affine parameters (and ResNet-38 conv1a)
-                 reduction:int=16): # SE reduction
+                 freeze_bn:bool=True, # BatchNorm in eval mode with frozen affine parameters
+                 reduction:int=16, # SE reduction
+                 freeze_blocks=('conv1a',)): # backbone blocks never trained (the released ResNet-38: conv1a, b2, b2_1, b2_2)
         super().__init__()
+        missing = [n for n in freeze_blocks if not hasattr(backbone, n)]
+        if missing and isinstance(backbone, ResNet38): raise ConfigError(f"method_args.freeze_blocks: ResNet38 has no block(s) {missing}")
         self.num_classes, self.freeze_bn = num_classes, freeze_bn
         self.global_net = L2GBranch(backbone, num_classes, pcm=pcm, attention=attention, reduction=reduction)
         self.local_net = copy.deepcopy(self.global_net)
@@ -168,7 +173,8 @@ class L2GNet(nn.Module):
             if freeze_bn:
                 for m in br.backbone.modules():
                     if _is_bn(m): m.requires_grad_(False)
-                if isinstance(br.backbone, ResNet38): br.backbone.conv1a.requires_grad_(False)
+            for n in freeze_blocks:                  # names a backbone lacks (e.g. conv1a on Lite0) are skipped
+                if hasattr(br.backbone, n): getattr(br.backbone, n).requires_grad_(False)
             if br.attn is not None and not train_attention: br.attn.requires_grad_(False)
 
     def train(self, mode:bool=True): # training mode (BatchNorm stays in eval mode when `freeze_bn`)
@@ -233,6 +239,74 @@ def align_global(global_maps:torch.Tensor, # (B,C,h,w) global network maps
     return roi_align(global_maps.float(), rois.to(global_maps.device), output_size=tuple(out_size),
                      spatial_scale=1/output_stride, sampling_ratio=-1, aligned=aligned)
 
+# %% ../../nbs/15_l2g.ipynb #3dc9c3e6
+def l2g_view_box(size:tuple, # (H,W) of the image the view is cut from
+                 crop:int, # side of the square view
+                 rng:np.random.Generator, # randomness of the position
+                 swap:bool=False)->tuple: # the released code's mix-up: PIL's (w,h) unpacked as (h,w)
+    "(x1, y1, x2, y2) of the crop×crop view in image pixels; with `swap` it can reach past the image (zero padding)."
+    H, W = size
+    rows, cols = (W, H) if swap else (H, W)   # what the crop helper believes are the height and the width
+    top = int(rng.integers(0, rows - crop + 1)) if rows > crop else 0
+    left = int(rng.integers(0, cols - crop + 1)) if cols > crop else 0
+    return left, top, left + crop, top + crop
+
+def _crop_pad(a:np.ndarray, box:tuple, fill)->np.ndarray:
+    "a[y1:y2, x1:x2] with whatever lies outside `a` set to `fill` (PIL's `crop`)."
+    x1, y1, x2, y2 = box
+    out = np.full((y2 - y1, x2 - x1) + a.shape[2:], fill, a.dtype)
+    h, w = min(y2, a.shape[0]) - y1, min(x2, a.shape[1]) - x1
+    if h > 0 and w > 0: out[:h, :w] = a[y1:y1 + h, x1:x1 + w]
+    return out
+
+def _resize_short(a:np.ndarray, short:int, kind:str)->np.ndarray:
+    "`imutils.ResizeShort`: short side to `short` (Python rounding), bicubic for the image, nearest otherwise."
+    H, W = a.shape[:2]
+    w, h = (short, round(H*short/W)) if W < H else (round(W*short/H), short)
+    if (h, w) == (H, W): return a
+    if kind == 'image': return np.array(Image.fromarray(a).resize((w, h), Image.BICUBIC))
+    if kind == 'saliency': return np.array(Image.fromarray(a.astype(np.float32), 'F').resize((w, h), Image.NEAREST))
+    return np.array(Image.fromarray(a).resize((w, h), Image.NEAREST))
+
+def _color_jitter(img:np.ndarray, strength:tuple, rng:np.random.Generator)->np.ndarray:
+    "ColorJitter(brightness, contrast, saturation, hue) as the released transforms: factors drawn, applied in random order."
+    b, c, s, h = strength
+    ops = []
+    if b: ops.append(lambda im, f=rng.uniform(max(0, 1 - b), 1 + b): TF.adjust_brightness(im, f))
+    if c: ops.append(lambda im, f=rng.uniform(max(0, 1 - c), 1 + c): TF.adjust_contrast(im, f))
+    if s: ops.append(lambda im, f=rng.uniform(max(0, 1 - s), 1 + s): TF.adjust_saturation(im, f))
+    if h: ops.append(lambda im, f=rng.uniform(-h, h): TF.adjust_hue(im, f))
+    im = Image.fromarray(np.ascontiguousarray(img))
+    for i in rng.permutation(len(ops)): im = ops[i](im)
+    return np.array(im)                                # writable, for torch.from_numpy
+
+class L2GViewTransform:
+    "The released L2G training view: ResizeShort (bicubic image, nearest saliency), one square crop, optional flip, ColorJitter with hue."
+    def __init__(self, crop_size:int=448, # side of the view
+                 short_side:int=512, # resize the short side to this first (None: keep the size)
+                 swap:bool=False, # the (w,h)/(h,w) crop QUIRK
+                 flip:bool=False, # random horizontal flip (the original: none)
+                 jitter=(0.3, 0.3, 0.3, 0.1)): # ColorJitter (brightness, contrast, saturation, hue)
+        self.crop_size, self.short_side, self.swap, self.flip, self.jitter = crop_size, short_side, swap, flip, tuple(jitter)
+
+    def __call__(self, sample:dict, # {'image': HxWx3 uint8, 'mask'?: HxW uint8, 'saliency'?: HxW float32}
+                 rng:np.random.Generator=None)->dict: # randomness; default derived from `np.random` (worker seeds)
+        "Transformed copy of `sample`."
+        if rng is None: rng = np.random.default_rng(np.random.randint(2**31))
+        s = dict(sample)
+        keys = [k for k in ('image', 'mask', 'saliency') if k in s]
+        if self.short_side:
+            for k in keys: s[k] = _resize_short(s[k], self.short_side, k)
+        box = l2g_view_box(s['image'].shape[:2], self.crop_size, rng, self.swap)
+        for k in keys: s[k] = _crop_pad(s[k], box, {'image': 0, 'mask': 255, 'saliency': 0.}[k])
+        if self.flip and rng.random() < 0.5:
+            for k in keys: s[k] = np.ascontiguousarray(s[k][:, ::-1])
+        if any(self.jitter): s['image'] = _color_jitter(s['image'], self.jitter, rng)
+        return s
+
+    def __repr__(self):
+        return f"L2GViewTransform(crop_size={self.crop_size}, short_side={self.short_side}, swap={self.swap}, flip={self.flip}, jitter={self.jitter})"
+
 # %% ../../nbs/15_l2g.ipynb #093cb9f4
 def local_target(local_maps:torch.Tensor, # (N,K+1,h,w) local network maps, background last
                  labels:torch.Tensor, # (N,K) multi-hot labels of the crops
@@ -266,19 +340,21 @@ def l2g_losses(model:L2GNet, # the two networks
                kd_weight:float=10., bg_thr:float=0.001, # L_kd weight; activation threshold of G
                global_cls_loss:bool=True, # add L_global (False: the original, which never adds it)
                roi_aligned:bool=True, # RoIAlign pixel-centre convention (False: the original's half-cell shift)
-               rng:np.random.Generator=None)->dict: # randomness of the crop positions
+               rng:np.random.Generator=None, # randomness of the crop positions
+               g_labels:torch.Tensor=None)->dict: # (B,K) image labels for G's absent-class zeroing and L_global (None: `labels`)
     "L2G's losses for one batch: {'loss', 'kd', 'local', 'global_cls'}."
     B, _, H, W = images.shape
     labels = labels.float()
+    g_labels = labels if g_labels is None else g_labels.float()
     sal = saliency.float()/saliency.float().flatten(1).amax(1).clamp_min(1e-5)[:, None, None]   # scaled by its max
     boxes = np.stack([local_boxes((H, W), n_local, local_frac, rng) for _ in range(B)])
     crops, sal_crops = crop_boxes(images, boxes), crop_boxes(sal, boxes)
     local_labels = labels.repeat_interleave(n_local, 0)
     g_maps, l_maps = model.global_net(images), model.local_net(crops)
-    G = local_target(l_maps, local_labels, sal_crops, bg_thr)
+    G = local_target(l_maps, g_labels.repeat_interleave(n_local, 0), sal_crops, bg_thr)
     l_kd = kd_weight*kd_loss(g_maps, G, boxes, model.global_net.backbone.output_stride, roi_aligned)
     l_local = cam_loss(model.local_net.logits(l_maps).float(), local_labels)
-    l_global = cam_loss(model.global_net.logits(g_maps).float(), labels)
+    l_global = cam_loss(model.global_net.logits(g_maps).float(), g_labels)
     total = l_kd + l_local + (l_global if global_cls_loss else 0.)
     return {'loss': total, 'kd': l_kd.detach(), 'local': l_local.detach(), 'global_cls': l_global.detach()}
 
@@ -314,20 +390,44 @@ class L2GMethod(WSSSMethod):
                  pcm:bool=True, # pixel-correlation module in both networks
                  global_cls_loss:bool=True, # add the global classification loss (False: the original's QUIRK)
                  roi_aligned:bool=True, # RoIAlign pixel-centre boxes (False: the original's half-cell shift)
-                 freeze_bn:bool=True, # BatchNorm frozen (and ResNet-38 conv1a), as the original
-                 lr_decay_epoch:int=None): # lr ×0.1 from this epoch on (None: half of the epochs)
+                 freeze_bn:bool=True, # BatchNorm frozen (eval mode, affine fixed), as the original
+                 lr_decay_epoch:int=None, # lr ×0.1 from this epoch on (None: half of the epochs)
+                 freeze_blocks=('conv1a',), # backbone blocks never trained (the released code: conv1a, b2, b2_1, b2_2)
+                 view_short_side:int=None, # install `L2GViewTransform`: short side resized to this (the original: 512)
+                 crop_swap:bool=False, # ... with the released (w,h)/(h,w) crop QUIRK
+                 hue:float=0.): # ... with ColorJitter hue (the original: 0.1)
         super().__init__()
         if n_local < 1: raise ConfigError(f"method_args.n_local must be >= 1, got {n_local}")
         if not 0 < local_frac <= 1: raise ConfigError(f"method_args.local_frac must be in (0,1], got {local_frac}")
         self.n_local, self.local_frac, self.kd_weight, self.bg_thr = n_local, local_frac, kd_weight, bg_thr
         self.pcm, self.global_cls_loss, self.roi_aligned, self.freeze_bn = pcm, global_cls_loss, roi_aligned, freeze_bn
-        self.lr_decay_epoch = lr_decay_epoch
+        self.lr_decay_epoch, self.freeze_blocks = lr_decay_epoch, tuple(freeze_blocks)
+        self.view_short_side, self.crop_swap, self.hue = view_short_side, crop_swap, hue
         self._rng = np.random.default_rng(0)
 
     def build_model(self, backbone:nn.Module, # backbone of the global network (copied for the local one)
                     num_classes:int)->L2GNet: # foreground classes K
         "Global + local networks."
-        return L2GNet(backbone, num_classes, pcm=self.pcm, freeze_bn=self.freeze_bn)
+        return L2GNet(backbone, num_classes, pcm=self.pcm, freeze_bn=self.freeze_bn, freeze_blocks=self.freeze_blocks)
+
+    def view_transform(self, stage_tfm)->L2GViewTransform: # the stage's `SegTransform` (crop size, flip, jitter)
+        "The released view (`L2GViewTransform`) if `view_short_side`, `crop_swap` or `hue` is set, else None."
+        if not (self.view_short_side or self.crop_swap or self.hue): return None
+        ch, cw = stage_tfm.crop_size or (None, None)
+        if ch is None or ch != cw: raise ConfigError(f"l2g view_short_side/crop_swap/hue need a square cls_crop_size, got {stage_tfm.crop_size}")
+        if stage_tfm.scales is not None or tuple(stage_tfm.scale_range) != (1.0, 1.0) or stage_tfm.resize is not None:
+            raise ConfigError("l2g view_short_side/crop_swap/hue replace the stage's rescaling: set cls_scale_min: 1.0, cls_scale_max: 1.0 and no cls_resize")
+        j = stage_tfm.jitter
+        return L2GViewTransform(ch, self.view_short_side, self.crop_swap, stage_tfm.flip, (j, j, j, self.hue))
+
+    def train_loader(self, dataset, batch_size:int, num_workers:int=0, seed:int=0, collate_fn=None):
+        "The default loader, after swapping the dataset's transform for `view_transform` when one is asked for."
+        tfm = self.view_transform(dataset.transform) if getattr(dataset, 'transform', None) is not None else None
+        if tfm is not None:
+            inner = dataset                                  # the innermost dataset (stage wrappers hold it in .ds)
+            while (nxt := vars(inner).get('ds', vars(inner).get('dataset'))) is not None: inner = nxt
+            inner.transform = tfm
+        return super().train_loader(dataset, batch_size, num_workers=num_workers, seed=seed, collate_fn=collate_fn)
 
     def _lr_factor(self, epoch:int, epochs:int, lr:float)->float:
         decay = epochs//2 if self.lr_decay_epoch is None else self.lr_decay_epoch
@@ -349,15 +449,15 @@ class L2GMethod(WSSSMethod):
         super().on_epoch_start(model, epoch, ctx)
         self._rng = np.random.default_rng([ctx.seed, epoch])
 
-    def _augment(self, model, images, labels, saliency): return images, labels, saliency
+    def _augment(self, model, images, labels, saliency): return images, labels, saliency, None
 
     def loss(self, model:nn.Module, # `L2GNet`
              batch:dict)->dict: # 'image' (B,3,H,W), 'label' (B,K), 'saliency' (B,H,W)
         "L_kd + L_local (+ L_global); logs each term."
         if 'saliency' not in batch: raise ConfigError("l2g needs saliency maps in the training batches (set saliency_dir)")
-        images, labels, sal = self._augment(model, batch['image'], batch['label'].float(), batch['saliency'])
+        images, labels, sal, g_labels = self._augment(model, batch['image'], batch['label'].float(), batch['saliency'])
         return l2g_losses(model, images, labels, sal, self.n_local, self.local_frac, self.kd_weight, self.bg_thr,
-                          self.global_cls_loss, self.roi_aligned, self._rng)
+                          self.global_cls_loss, self.roi_aligned, self._rng, g_labels=g_labels)
 
     def cams(self, model:nn.Module, images:torch.Tensor)->torch.Tensor:
         "ReLU'd foreground maps (B,K,h,w) of the global network."
@@ -401,7 +501,8 @@ def build_foreground_bank(cam_fn, # callable (1,3,H,W) -> (1,K,h,w) non-negative
                           per_class:int=32, # bank size per class
                           min_pixels:int=16, # ignore instances with fewer confident pixels
                           rng:np.random.Generator=None, # order in which images are scanned
-                          device='cpu', amp:bool=False, progress:bool=False)->ForegroundBank:
+                          device='cpu', amp:bool=False, progress:bool=False, # where and how the CAMs run
+                          short_side:int=None)->ForegroundBank: # store instances at the scale of a view resized to this short side
     "Scan the training images (random order) and store the confident pixels of each of their classes."
     bank = ForegroundBank(num_classes, per_class)
     order = (np.random.default_rng(0) if rng is None else rng).permutation(len(dataset))
@@ -419,9 +520,31 @@ def build_foreground_bank(cam_fn, # callable (1,3,H,W) -> (1,K,h,w) non-negative
             if conf.sum() < min_pixels: continue
             ys, xs = np.nonzero(conf)
             y1, y2, x1, x2 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-            bank.add(c, s['raw'][y1:y2, x1:x2], conf[y1:y2, x1:x2], sal[y1:y2, x1:x2])
+            inst = [s['raw'][y1:y2, x1:x2], conf[y1:y2, x1:x2].astype(np.uint8), sal[y1:y2, x1:x2]]
+            if short_side:                                  # the views were resized by short_side / short side
+                inst = [_resize_short(a, round(min(a.shape[:2])*short_side/min(sal.shape)), k) for a, k in zip(inst, ('image', 'mask', 'saliency'))]
+            bank.add(c, inst[0], inst[1] > 0, inst[2])
         if bank.full(): break
     return bank
+
+def cda_paste_size(inst:tuple, # (h,w) of the bank instance
+                   canvas:tuple, # (H,W) of the image it is pasted into
+                   rng:np.random.Generator, # draws the random factor
+                   fit:float=0.7, # size limit, a fraction of the canvas
+                   scale_range=(0.8, 1.2), # random factor
+                   shrink_only:bool=False)->tuple: # the thesis: only instances larger than `fit` are shrunk
+    "(h,w) of the pasted instance: fitted to (`shrink_only`: capped at) `fit` of the canvas, aspect kept, times U(scale_range)."
+    (h, w), (H, W) = inst, canvas
+    r = rng.uniform(*scale_range)
+    if shrink_only:                      # utils/imutils.py data_aug_plus: cap the height, then the width; truncate
+        fh, fw = float(h), float(w)
+        if fit*H < fh: fh, fw = fit*H, fit*H*w/h
+        if fit*W < fw: fw, fh = fit*W, fit*W*h/w
+        nh, nw = int(fh*r), int(fw*r)
+    else:
+        f = min(fit*H/h, fit*W/w)*r
+        nh, nw = round(h*f), round(w*f)
+    return int(np.clip(nh, 1, H)), int(np.clip(nw, 1, W))
 
 def cda_paste(image:torch.Tensor, # (3,H,W) normalised view
               saliency:torch.Tensor, # (H,W) saliency in [0,1]
@@ -430,35 +553,44 @@ def cda_paste(image:torch.Tensor, # (3,H,W) normalised view
               rng:np.random.Generator, # randomness
               cda_tr:float=0.2, # stop once overlap with the salient region < this
               tries:int=10, # placement attempts
-              fit:float=0.7, # the instance is rescaled to fit this fraction of the view ...
-              scale_range=(0.8, 1.2), # ... times a random factor in this range
-              sal_thr:float=200/255): # salient region of the target: saliency > this
+              fit:float=0.7, # size limit of the instance, a fraction of the view (see `cda_paste_size`)
+              scale_range=(0.8, 1.2), # random factor on the size
+              sal_thr:float=200/255, # salient region of the target: saliency > this
+              shrink_only:bool=False): # the thesis's size rule, the size redrawn at every try
     "Paste a random absent-class instance (confident pixels only): (image, saliency, label, info) copies, or None."
     absent = [c for c in bank.classes() if label[c] == 0]
     if not absent: return None
     c = absent[int(rng.integers(len(absent)))]
     inst_img, inst_mask, inst_sal = bank.items[c][int(rng.integers(len(bank.items[c])))]
-    H, W = image.shape[-2:]; h, w = inst_mask.shape
-    f = min(fit*H/h, fit*W/w)*rng.uniform(*scale_range)
-    nh, nw = int(np.clip(round(h*f), 1, H)), int(np.clip(round(w*f), 1, W))
-    dev = image.device
-    im = F.interpolate(normalize(inst_img)[None], (nh, nw), mode='bilinear', align_corners=False)[0].to(dev, image.dtype)
-    m = F.interpolate(torch.from_numpy(inst_mask)[None, None].float(), (nh, nw), mode='nearest')[0, 0].bool().to(dev)
-    s = F.interpolate(torch.from_numpy(inst_sal)[None, None].float()/255, (nh, nw), mode='bilinear', align_corners=False)[0, 0].to(dev, saliency.dtype)
-    if not m.any(): return None
-    salient, best = saliency > sal_thr, None
-    for _ in range(tries):
+    H, W = image.shape[-2:]; dev = image.device
+    def _resized(nh, nw):
+        im = F.interpolate(normalize(inst_img)[None], (nh, nw), mode='bilinear', align_corners=False)[0].to(dev, image.dtype)
+        m = F.interpolate(torch.from_numpy(inst_mask)[None, None].float(), (nh, nw), mode='nearest')[0, 0].bool().to(dev)
+        s = F.interpolate(torch.from_numpy(inst_sal)[None, None].float()/255, (nh, nw), mode='bilinear', align_corners=False)[0, 0].to(dev, saliency.dtype)
+        return im, m, s
+    size = cda_paste_size(inst_mask.shape, (H, W), rng, fit, scale_range, shrink_only)
+    im, m, s = _resized(*size)
+    if not m.any() and not shrink_only: return None
+    salient, best, sizes = saliency > sal_thr, None, []
+    for t in range(tries):
+        if shrink_only and t:                        # data_aug_plus runs afresh at each try: new factor, new position
+            size = cda_paste_size(inst_mask.shape, (H, W), rng, fit, scale_range, shrink_only); im, m, s = _resized(*size)
+        sizes.append(size)
+        if not m.any(): continue
+        nh, nw = size
         y, x = int(rng.integers(0, H - nh + 1)), int(rng.integers(0, W - nw + 1))
         ov = float((salient[y:y+nh, x:x+nw] & m).sum())/float(m.sum())
-        if best is None or ov < best[0]: best = (ov, y, x)
+        if best is None or ov < best[0]: best = (ov, y, x, nh, nw, im, m, s)
         if ov < cda_tr: break
-    ov, y, x = best
+    if best is None: return None
+    ov, y, x, nh, nw, im, m, s = best
     img2, sal2, lab2 = image.clone(), saliency.clone(), label.clone()
     img2[:, y:y+nh, x:x+nw][:, m] = im[:, m]
     sal2[y:y+nh, x:x+nw][m] = s[m]
     lab2[c] = 1
     full = torch.zeros(H, W, dtype=torch.bool, device=dev); full[y:y+nh, x:x+nw] = m
-    return img2, sal2, lab2, dict(cls=c, box=(y, x, nh, nw), mask=full, overlap=ov)
+    return img2, sal2, lab2, dict(cls=c, box=(y, x, nh, nw), mask=full, overlap=ov, sizes=sizes)
+
 
 # %% ../../nbs/15_l2g.ipynb #6fd5c872
 @methods.register('l2g_csa')
@@ -480,17 +612,20 @@ class L2GCSAMethod(L2GMethod):
                  cda_bank_size:int=32, # bank: instances per class
                  cda_tr:float=0.2, # overlap threshold for the placement
                  cda_tries:int=10, # placement attempts
-                 cda_label_fix:bool=True): # False: the original's in-place label mutation (original also gets the class)
-        super().__init__(n_local, local_frac, kd_weight, bg_thr, pcm, global_cls_loss, roi_aligned, freeze_bn, lr_decay_epoch)
+                 cda_label_fix:bool=True, # False: the thesis's shared label (the original's G also keeps the pasted class)
+                 cda_shrink_only:bool=False, # the thesis's paste size: shrink only instances > 0.7 of the image, redrawn per try
+                 freeze_blocks=('conv1a',), view_short_side:int=None, crop_swap:bool=False, hue:float=0.): # as `l2g`
+        super().__init__(n_local, local_frac, kd_weight, bg_thr, pcm, global_cls_loss, roi_aligned, freeze_bn, lr_decay_epoch,
+                         freeze_blocks=freeze_blocks, view_short_side=view_short_side, crop_swap=crop_swap, hue=hue)
         self.reduction, self.train_attention, self.cda, self.cda_start_epoch, self.cda_lr = reduction, train_attention, cda, cda_start_epoch, cda_lr
         self.cda_reset_optimizer, self.cda_cam_thr, self.cda_sal_thr, self.cda_bank_size = cda_reset_optimizer, cda_cam_thr, cda_sal_thr, cda_bank_size
-        self.cda_tr, self.cda_tries, self.cda_label_fix = cda_tr, cda_tries, cda_label_fix
+        self.cda_tr, self.cda_tries, self.cda_label_fix, self.cda_shrink_only = cda_tr, cda_tries, cda_label_fix, cda_shrink_only
         self.bank, self._cda_on, self._opt, self._n_copies = None, False, None, 0
 
     def build_model(self, backbone:nn.Module, num_classes:int)->L2GNet:
         "Global + local networks with SE and DRS."
         return L2GNet(backbone, num_classes, pcm=self.pcm, attention=True, train_attention=self.train_attention,
-                      freeze_bn=self.freeze_bn, reduction=self.reduction)
+                      freeze_bn=self.freeze_bn, reduction=self.reduction, freeze_blocks=self.freeze_blocks)
 
     def start_epoch(self, epochs:int)->int: # total epochs of the run
         "First CDA epoch."
@@ -510,7 +645,7 @@ class L2GCSAMethod(L2GMethod):
             model.eval()
             self.bank = build_foreground_bank(model.cam, ctx.dataset, model.num_classes, self.cda_cam_thr, self.cda_sal_thr,
                                               self.cda_bank_size, rng=np.random.default_rng([ctx.seed, epoch, 1]),
-                                              device=ctx.device, amp=ctx.amp, progress=ctx.progress)
+                                              device=ctx.device, amp=ctx.amp, progress=ctx.progress, short_side=self.view_short_side)
             if ctx.progress: print(f"l2g_csa: {self.bank}")
 
     def loss(self, model:nn.Module, batch:dict)->dict:
@@ -520,16 +655,19 @@ class L2GCSAMethod(L2GMethod):
         return out
 
     def _augment(self, model, images, labels, saliency):
-        "Append a CDA copy of every image that has an absent class in the bank."
+        "Append a CDA copy of every image that has an absent class in the bank; also returns G's labels (the QUIRK)."
         self._n_copies = 0
-        if not self._cda_on or self.bank is None or not len(self.bank): return images, labels, saliency
-        labels, copies = labels.clone(), []
+        if not self._cda_on or self.bank is None or not len(self.bank): return images, labels, saliency, None
+        g_labels, copies = labels.clone(), []
         for i in range(len(images)):
-            r = cda_paste(images[i], saliency[i], labels[i], self.bank, self._rng, self.cda_tr, self.cda_tries, sal_thr=self.cda_sal_thr)
+            r = cda_paste(images[i], saliency[i], labels[i], self.bank, self._rng, self.cda_tr, self.cda_tries,
+                          sal_thr=self.cda_sal_thr, shrink_only=self.cda_shrink_only)
             if r is None: continue
             copies.append(r)
-            if not self.cda_label_fix: labels[i, r[3]['cls']] = 1    # the QUIRK: the original shares the mutated label
+            if not self.cda_label_fix: g_labels[i, r[3]['cls']] = 1   # the QUIRK: the original's *global* label is the mutated array
         self._n_copies = len(copies)
-        if not copies: return images, labels, saliency
-        return (torch.cat([images, torch.stack([c[0] for c in copies])]), torch.cat([labels, torch.stack([c[2] for c in copies])]),
-                torch.cat([saliency, torch.stack([c[1] for c in copies])]))
+        if not copies: return images, labels, saliency, g_labels
+        extra = torch.stack([c[2] for c in copies])
+        return (torch.cat([images, torch.stack([c[0] for c in copies])]), torch.cat([labels, extra]),
+                torch.cat([saliency, torch.stack([c[1] for c in copies])]), torch.cat([g_labels, extra]))
+
