@@ -153,8 +153,9 @@ def test_voc12_mcis_configs_faithful_and_fixed():
     assert all(c for _, c in faithful.values()), [k for k, (_, c) in faithful.items() if not c]
     assert set(faithful) == set(fixed)
     changed = {k for k in faithful if faithful[k][0] != fixed[k][0]}
-    assert changed == {'run', 'method_args.partner_may_be_self', 'method_args.uint8_maps'}
+    assert changed == {'run', 'method_args.partner_may_be_self', 'method_args.uint8_maps', 'eval_crf'}
     assert all(fixed[k][1].startswith('FIX') for k in changed - {'run'})
-    assert {k for k, (_, c) in fixed.items() if c.startswith('FIX')} == changed - {'run'} | {'eval_crf'}   # eval_crf: pending preset key
+    assert {k for k, (_, c) in fixed.items() if c.startswith('FIX')} == changed - {'run'}
+    assert faithful['eval_crf'][0] == 'mcis' and fixed['eval_crf'][0] == 'deeplab'   # the MCIS test CRF, as a preset
     args = yaml.safe_load((root/'voc12_mcis.yaml').read_text())['method_args']
     assert args['copies_from'] == 'original' and args['partner_may_be_self'] and args['uint8_maps']
