@@ -184,6 +184,7 @@ def main(argv=None):
     c.add_argument('--quiet', action='store_true')
     sub.add_parser('list', help='list registered datasets, backbones, methods and refiners')
     sub.add_parser('params', help='list every valid config key with its default')
+    sub.add_parser('methods', help="the README's table of registered methods (Markdown)")
     from wsss_nb.prepare import add_prepare_parser, run_prepare
     add_prepare_parser(sub)   # wsss-nb prepare voc12_aug --sbd DIR | coco14 --annotations FILE...
     from wsss_nb.docs import add_docs_parser, run_docs
@@ -192,6 +193,9 @@ def main(argv=None):
     try:
         if a.cmd == 'list': print(list_components())
         elif a.cmd == 'prepare': run_prepare(a)
+        elif a.cmd == 'methods':
+            from wsss_nb.compare import methods_table
+            print(methods_table())
         elif a.cmd == 'docs': return run_docs(a)
         elif a.cmd == 'params':
             defaults = notebook_params('00_run_all')

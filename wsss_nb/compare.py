@@ -8,15 +8,14 @@ import csv, io, time
 from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt
-from .core import ConfigError, DataError, load_config, load_json, run_dir, save_text
+from .core import ConfigError, DataError, load_config, load_json, project_root, resolve_path, run_dir, save_text
 from .cam import load_cams, methods as method_registry
 from .data import get_dataset
-from .core import resolve_path
 from . import viz
 
 # %% auto #0
 __all__ = ['METHOD_KEYS', 'COLUMNS', 'method_config', 'load_method_config', 'comparison_rows', 'table_markdown', 'table_csv',
-           'maps_figure', 'registered_methods', 'compare_methods']
+           'maps_figure', 'registered_methods', 'compare_methods', 'methods_table']
 
 # %% ../nbs/19_compare.ipynb #0f152eac
 METHOD_KEYS = frozenset({
@@ -140,3 +139,25 @@ def compare_methods(methods:list=None, # method names (None: `registered_methods
     viz.save_figure(maps_figure(base['out_root'], runs, base.get('dataset', 'synthetic'), base['data_root'],
                                 base.get('train_split', 'train'), n_images), dest/'compare_maps.png')
     return dict(rows=rows, folder=dest, methods=methods)
+
+# %% ../nbs/19_compare.ipynb #b4f76d3a
+def _registering_notebook(name:str, nbs:Path)->str:
+    "The lesson notebook that registers method `name` (searched in the notebooks' sources)."
+    pat = f"methods.register('{name}')"
+    for f in sorted(nbs.glob('[0-9]*.ipynb')):
+        if pat in f.read_text(): return f.stem
+    return '?'
+
+def methods_table(root=None)->str: # project root (default: `project_root()`)
+    "Markdown table of every registered method: docstring, notebook, VOC configs (faithful / fixed), demo config, refiner."
+    root = Path(root or project_root() or '.')
+    rows = ['| method | what it is | notebook | VOC configs (faithful / fixed) | demo config | VOC refiner |', '|---|---|---|---|---|---|']
+    for m in registered_methods():
+        doc = (method_registry.get(m).__doc__ or '').strip().splitlines()[0]
+        cfgs = [f'`{c.name}`' for c in (root/'configs'/f'voc12_{m}.yaml', root/'configs'/f'voc12_{m}_fixed.yaml') if c.is_file()]
+        demo = root/'configs'/('demo.yaml' if m == 'cam' else f'demo_{m}.yaml')
+        voc = root/'configs'/f'voc12_{m}.yaml'
+        ref = load_config(voc).get('refiner', 'crf') if voc.is_file() else ''
+        rows.append(f"| `{m}` | {doc} | `{_registering_notebook(m, root/'nbs')}` | {' / '.join(cfgs) or '—'} | "
+                    f"{f'`{demo.name}`' if demo.is_file() else '—'} | `{ref}` |")
+    return '\n'.join(rows)

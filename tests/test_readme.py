@@ -1,0 +1,11 @@
+"The README's generated parts are current: the methods table is `wsss-nb methods` (read from the method registry)."
+from conftest import ROOT
+from wsss_nb.compare import methods_table, registered_methods
+
+def test_readme_methods_table_is_current():
+    readme = (ROOT/'README.md').read_text()
+    assert methods_table(ROOT) in readme, 'README.md: the methods table is stale; paste the output of `wsss-nb methods`'
+
+def test_readme_names_every_method_recipe():
+    readme = (ROOT/'README.md').read_text()
+    for m in registered_methods(): assert f'`method: {m}`' in readme or m == 'cam', f'README.md has no section for method {m}'
