@@ -12,9 +12,9 @@ from .core import project_root
 from .stages import STAGES
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'DEMO_CONFIG', 'pipelines_dir', 'notebook_params',
-           'valid_keys', 'check_components', 'run_pipeline', 'format_scores', 'list_components', 'parse_override',
-           'run_compare', 'main']
+__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'DEMO_CONFIG', 'pipelines_dir',
+           'notebook_params', 'valid_keys', 'check_components', 'run_pipeline', 'format_scores', 'list_components',
+           'parse_override', 'run_compare', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
@@ -49,11 +49,16 @@ def valid_keys()->set:
 # %% ../nbs/10_cli.ipynb #f3f83321
 WEIGHT_KEYS = ('pretrained', 'seg_pretrained')  # a local weight file, or the words None / 'imagenet'
 
+NESTED_WEIGHT_KEYS = ('pretrained', 'weights', 'round0_weights')  # weight files inside method_args / refiner_args
+
 def _resolve_paths(cfg:dict)->dict:
-    "Make path parameters (and weight files) absolute against the current directory, so notebooks find them whatever their cwd."
+    "Make path parameters (and weight files, also inside `method_args`/`refiner_args`) absolute against the current directory."
+    def _abs(v): return str(Path(v).expanduser().resolve())
     def _fix(k, v):
         if v is None: return v
-        if k in PATH_KEYS or (k in WEIGHT_KEYS and v != 'imagenet'): return str(Path(v).expanduser().resolve())
+        if k in PATH_KEYS or (k in WEIGHT_KEYS and v != 'imagenet'): return _abs(v)
+        if k in ('method_args', 'refiner_args') and isinstance(v, dict):
+            return {a: _abs(x) if a in NESTED_WEIGHT_KEYS and isinstance(x, str) and x != 'imagenet' else x for a, x in v.items()}
         return v
     return {k: _fix(k, v) for k, v in cfg.items()}
 
@@ -80,10 +85,13 @@ def check_components(params:dict, # full pipeline parameters (defaults merged)
     from wsss_nb.cam import get_method
     from wsss_nb.refine import get_refiner
     from wsss_nb.backbones import backbones
+    from wsss_nb.refine.crf import require_pydensecrf
+    from wsss_nb.stages.evaluate import eval_crf_preset
     try:
         get_method(params['method'], **(params.get('method_args') or {}))
         get_refiner(params['refiner'], **(params.get('refiner_args') or {}))
         for key in ('backbone', 'seg_backbone'): backbones.get(params[key])
+        if eval_crf_preset(params.get('eval_crf')): require_pydensecrf('eval_crf')   # the test-time CRF needs pydensecrf
     except (ConfigError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from e
 
