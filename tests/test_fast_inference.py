@@ -1,6 +1,6 @@
 """Fast paths give the files of the simple paths: batched CAM inference (images grouped by size, DataLoader workers,
 torch.compile flag) vs the per-image loop, and pseudo-labelling in worker processes vs the serial loop."""
-import json, shutil, warnings
+import importlib, json, shutil, warnings
 import numpy as np
 import pytest
 import torch
@@ -84,13 +84,14 @@ def test_compile_flag_falls_back_to_eager(trained, monkeypatch):
 def test_method_with_own_infer_keeps_the_per_image_path(trained, monkeypatch):
     out, data = trained
     _copy_cls(out, 'd')
-    calls, real = [], S.load_classifier
+    cams_module = importlib.import_module('wsss_nb.stages.make_cams')   # the module, not the function of the same name
+    calls, real = [], cams_module.load_classifier
     class OwnInfer(WSSSMethod):
         def infer(self, model, image, ctx):
             calls.append(tuple(image.shape)); return super().infer(model, image, ctx)
     def load(path, device='cpu'):
         _, model, meta = real(path, device); return OwnInfer(), model, meta
-    monkeypatch.setattr(S, 'load_classifier', load)
+    monkeypatch.setattr(cams_module, 'load_classifier', load)
     st = S.make_cams(run='d', out_root=out, data_root=data, scales=[1.0, 0.5], batch_size=8, **COMMON)
     assert len(calls) == 16 and all(c == (3, 64, 64) for c in calls)     # one call per image, unbatched
     _same_cams(out/'a'/'cams', st.path)

@@ -148,7 +148,7 @@ def test_crop_swap_box_on_non_square_image():
 def test_view_transform_installed_by_train_loader():
     "view_short_side / crop_swap / hue replace the stage transform; the stage's crop, flip and jitter strength carry over."
     from wsss_nb.cam import get_method
-    from wsss_nb.stages import _without_masks
+    from wsss_nb.stages.common import _without_masks
     class _Raw(torch.utils.data.Dataset):
         transform = SegTransform(crop_size=8, flip=False, jitter=0.3)
         def __len__(self): return 4

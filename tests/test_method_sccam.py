@@ -1,5 +1,6 @@
 """SC-CAM through the stages: two rounds train, sub-category labels exist and are consistent, CAMs and pseudo-labels are valid,
 resume keeps the clusters; and the released code's arithmetic behind each quirk flag (momentum, lr at the round cut, round 0)."""
+import importlib
 import numpy as np
 import pytest
 import torch
@@ -51,16 +52,17 @@ def test_sccam_resume_keeps_clusters(smoke_data, tmp_path, monkeypatch):
     "Killed after round 1's first epoch: the resumed run reloads the table from the checkpoint instead of clustering again."
     out = tmp_path/'out'
     kw = dict(run='r', out_root=out, data_root=smoke_data, method_args=ARGS, epochs=3, max_images=8, **TRAIN, **COMMON)
-    real, steps = S._checkpoint, []
+    CLS = importlib.import_module('wsss_nb.stages.train_cls')   # the module (the package attribute is the function)
+    real, steps = CLS._checkpoint, []
     def crash_after_round_1_epoch(*a, **k):
         real(*a, **k); steps.append(a[4])
         if a[4] == 4: raise KeyboardInterrupt('killed')             # 2 steps per epoch; rounds start at epochs 0 and 1
-    monkeypatch.setattr(S, '_checkpoint', crash_after_round_1_epoch)
+    monkeypatch.setattr(CLS, '_checkpoint', crash_after_round_1_epoch)
     with pytest.raises(KeyboardInterrupt): S.train_classifier(**kw)
     cls = out/'r'/'cls'
     table = torch.load(cls/'last.pt', weights_only=False)['model']['sub_labels']
     stamp = (cls/'subcategories'/'round_1.json').stat().st_mtime_ns
-    monkeypatch.setattr(S, '_checkpoint', real)
+    monkeypatch.setattr(CLS, '_checkpoint', real)
     st = S.train_classifier(**kw)
     assert st.done and st.summary()['steps'] == 6
     assert (cls/'subcategories'/'round_1.json').stat().st_mtime_ns == stamp   # not clustered again

@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import torch
 import wsss_nb.stages as S
+from wsss_nb.stages.common import _without_masks
+from wsss_nb.cam import load_cams
 from wsss_nb.core import ConfigError
 from wsss_nb.data import get_dataset, load_mask
 from wsss_nb.refine import get_refiner
@@ -41,11 +43,11 @@ def test_second_fit_reuses_affinity_net(pseudo, monkeypatch):
     mtime = f.stat().st_mtime_ns
     def no_training(*a, **k): raise AssertionError('retrained although affinity.pt matches')
     monkeypatch.setattr(rw, '_train_affinity', no_training)
-    ds = S._without_masks(get_dataset('synthetic', data, 'train'))
+    ds = _without_masks(get_dataset('synthetic', data, 'train'))
     ref = get_refiner('rw', **{**RW_ARGS, 'beta': 4}).fit(ds, out/'r'/'cams', st.path/'refiner', device='cpu', progress=False)
     assert ref.fitted == 'loaded' and f.stat().st_mtime_ns == mtime
     img = ds.load_raw(ds.ids[0])[0]
-    keys, cams = S.load_cams(out/'r'/'cams'/f'{ds.ids[0]}.npz')
+    keys, cams = load_cams(out/'r'/'cams'/f'{ds.ids[0]}.npz')
     lab = ref(img, cams, keys)
     assert lab.dtype == np.uint8 and set(np.unique(lab).tolist()) <= {0} | set((keys + 1).tolist())
     # a training setting that changes the net does retrain

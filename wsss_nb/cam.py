@@ -17,7 +17,8 @@ from .core import PolyLR
 
 # %% auto #0
 __all__ = ['methods', 'CAM_FORMAT', 'CAMNet', 'split_param_groups', 'cam_loss', 'MethodContext', 'WSSSMethod',
-           'seed_numpy_worker', 'CAMMethod', 'get_method', 'infer_cams', 'normalize_cams', 'save_cams', 'load_cams']
+           'seed_numpy_worker', 'CAMMethod', 'get_method', 'method_names', 'infer_cams', 'normalize_cams', 'save_cams',
+           'load_cams']
 
 # %% ../nbs/04_cam.ipynb #3ee2c289
 class CAMNet(nn.Module):
@@ -177,6 +178,11 @@ def get_method(name:str, # registered method name, see `methods.names()`
     if unknown := sorted(set(kw) - set(valid)):
         raise ConfigError(f"Unknown method_args for method {name!r}: {', '.join(unknown)}. Valid names: {', '.join(valid) or '(none)'}")
     return cls(**kw)
+
+def method_names()->list:
+    "Every registered method name, the CAM baseline first (the order of comparison tables)."
+    names = methods.names()
+    return ['cam'] * ('cam' in names) + [n for n in names if n != 'cam']
 
 # %% ../nbs/04_cam.ipynb #0a33dce4
 def infer_cams(model_or_fn, # callable: (N,3,h,w) images -> (N,K,h',w') raw maps

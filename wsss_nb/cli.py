@@ -8,13 +8,14 @@ import argparse, ast, json, os, sys, time
 import wsss_nb
 from pathlib import Path
 from .core import ConfigError, WSSSError, check_keys, load_config, run_dir, save_json
+from .cam import method_names, methods
 from .core import project_root
 from .stages import STAGES
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'DEMO_CONFIG', 'pipelines_dir',
-           'notebook_params', 'valid_keys', 'check_components', 'run_pipeline', 'format_scores', 'list_components',
-           'parse_override', 'run_compare', 'main']
+           'notebook_params', 'valid_keys', 'check_components', 'run_pipeline', 'methods_table', 'format_scores',
+           'list_components', 'parse_override', 'run_compare', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
@@ -116,6 +117,28 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
     f = out/'scores.json'
     return json.loads(f.read_text()) if f.is_file() else {}
 
+# %% ../nbs/10_cli.ipynb #b4f76d3a
+def _registering_notebook(name:str, nbs:Path)->str:
+    "The lesson notebook that registers method `name` (searched in the notebooks' sources)."
+    pat = f"methods.register('{name}')"
+    for f in sorted(nbs.glob('[0-9]*.ipynb')):
+        if pat in f.read_text(): return f.stem
+    return '?'
+
+def methods_table(root=None)->str: # project root (default: `project_root()`)
+    "Markdown table of every registered method: docstring, notebook, VOC configs (faithful / fixed), demo config, refiner."
+    root = Path(root or project_root() or '.')
+    rows = ['| method | what it is | notebook | VOC configs (faithful / fixed) | demo config | VOC refiner |', '|---|---|---|---|---|---|']
+    for m in method_names():
+        doc = (methods.get(m).__doc__ or '').strip().splitlines()[0]
+        cfgs = [f'`{c.name}`' for c in (root/'configs'/f'voc12_{m}.yaml', root/'configs'/f'voc12_{m}_fixed.yaml') if c.is_file()]
+        demo = root/'configs'/('demo.yaml' if m == 'cam' else f'demo_{m}.yaml')
+        voc = root/'configs'/f'voc12_{m}.yaml'
+        ref = load_config(voc).get('refiner', 'crf') if voc.is_file() else ''
+        rows.append(f"| `{m}` | {doc} | `{_registering_notebook(m, root/'nbs')}` | {' / '.join(cfgs) or '—'} | "
+                    f"{f'`{demo.name}`' if demo.is_file() else '—'} | `{ref}` |")
+    return '\n'.join(rows)
+
 # %% ../nbs/10_cli.ipynb #c52c7d42
 DEMO_CONFIG = 'configs/demo.yaml'
 
@@ -201,9 +224,7 @@ def main(argv=None):
     try:
         if a.cmd == 'list': print(list_components())
         elif a.cmd == 'prepare': run_prepare(a)
-        elif a.cmd == 'methods':
-            from wsss_nb.compare import methods_table
-            print(methods_table())
+        elif a.cmd == 'methods': print(methods_table())
         elif a.cmd == 'docs': return run_docs(a)
         elif a.cmd == 'params':
             defaults = notebook_params('00_run_all')

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt
 from .core import ConfigError, DataError, load_config, load_json, project_root, resolve_path, run_dir, save_text
-from .cam import load_cams, methods as method_registry
+from .cam import load_cams, method_names, methods as method_registry
 from .data import get_dataset
 from . import viz
 
 # %% auto #0
 __all__ = ['METHOD_KEYS', 'COLUMNS', 'method_config', 'load_method_config', 'comparison_rows', 'table_markdown', 'table_csv',
-           'maps_figure', 'registered_methods', 'compare_methods', 'methods_table']
+           'maps_figure', 'compare_methods']
 
 # %% ../nbs/19_compare.ipynb #0f152eac
 METHOD_KEYS = frozenset({
@@ -99,12 +99,7 @@ def maps_figure(out_root, # root of the runs
     return fig
 
 # %% ../nbs/19_compare.ipynb #70f21653
-def registered_methods()->list:
-    "Every registered method name, the CAM baseline first (the order of the comparison table)."
-    names = method_registry.names()
-    return ['cam'] * ('cam' in names) + [n for n in names if n != 'cam']
-
-def compare_methods(methods:list=None, # method names (None: `registered_methods()`)
+def compare_methods(methods:list=None, # method names (None: every registered method, `wsss_nb.cam.method_names()`)
                     base_config='configs/demo.yaml', # shared settings: a YAML path or a dict
                     method_config_pattern:str='configs/demo_{method}.yaml', # each method's own config (optional file)
                     run_prefix:str='compare', # runs go to out_root/<run_prefix>_<method>/
@@ -114,7 +109,7 @@ def compare_methods(methods:list=None, # method names (None: `registered_methods
                     log_output:bool=False)->dict: # stream the notebooks' output
     "Run the pipeline for every method with the same shared settings; write `compare.md`, `compare.csv` and `compare_maps.png`."
     from wsss_nb.cli import run_pipeline
-    methods = registered_methods() if methods is None else list(methods)
+    methods = method_names() if methods is None else list(methods)
     if not methods: raise ConfigError("compare needs at least one method")
     for m in methods: method_registry.get(m)   # an unknown name fails here, listing the valid ones, before any run
     # relative paths (configs, data, outputs) are taken from the project root, whatever the cwd (papermill runs in nbs/pipelines)
@@ -139,25 +134,3 @@ def compare_methods(methods:list=None, # method names (None: `registered_methods
     viz.save_figure(maps_figure(base['out_root'], runs, base.get('dataset', 'synthetic'), base['data_root'],
                                 base.get('train_split', 'train'), n_images), dest/'compare_maps.png')
     return dict(rows=rows, folder=dest, methods=methods)
-
-# %% ../nbs/19_compare.ipynb #b4f76d3a
-def _registering_notebook(name:str, nbs:Path)->str:
-    "The lesson notebook that registers method `name` (searched in the notebooks' sources)."
-    pat = f"methods.register('{name}')"
-    for f in sorted(nbs.glob('[0-9]*.ipynb')):
-        if pat in f.read_text(): return f.stem
-    return '?'
-
-def methods_table(root=None)->str: # project root (default: `project_root()`)
-    "Markdown table of every registered method: docstring, notebook, VOC configs (faithful / fixed), demo config, refiner."
-    root = Path(root or project_root() or '.')
-    rows = ['| method | what it is | notebook | VOC configs (faithful / fixed) | demo config | VOC refiner |', '|---|---|---|---|---|---|']
-    for m in registered_methods():
-        doc = (method_registry.get(m).__doc__ or '').strip().splitlines()[0]
-        cfgs = [f'`{c.name}`' for c in (root/'configs'/f'voc12_{m}.yaml', root/'configs'/f'voc12_{m}_fixed.yaml') if c.is_file()]
-        demo = root/'configs'/('demo.yaml' if m == 'cam' else f'demo_{m}.yaml')
-        voc = root/'configs'/f'voc12_{m}.yaml'
-        ref = load_config(voc).get('refiner', 'crf') if voc.is_file() else ''
-        rows.append(f"| `{m}` | {doc} | `{_registering_notebook(m, root/'nbs')}` | {' / '.join(cfgs) or '—'} | "
-                    f"{f'`{demo.name}`' if demo.is_file() else '—'} | `{ref}` |")
-    return '\n'.join(rows)
