@@ -51,8 +51,11 @@ def make_voc_like(root:Path, n:int, seed:int=0)->Path:
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
-def _rate(fn, n_items, dev, warmup=1, repeat=3)->float:
+REPEAT = 3  # timed calls per bare measurement (best of); `--repeat`
+
+def _rate(fn, n_items, dev, warmup=1, repeat=None)->float:
     "Items per second of `fn` (after `warmup` calls), best of `repeat`."
+    repeat = repeat or REPEAT
     for _ in range(warmup): fn()
     best = float('inf')
     for _ in range(repeat):
@@ -72,7 +75,7 @@ def bare_cls(backbone, batch, crop, dev, amp):
 def bare_cams(backbone, images, dev, amp, batch):
     net = get_method('cam').build_model(get_backbone(backbone, pretrained=None, output_stride=16), 20).to(dev).eval()
     x = torch.randn(batch, 3, *images, device=dev)
-    return _rate(lambda: infer_cams(lambda t: net.cam(t), x, device=dev, amp=amp), batch, dev, repeat=2)
+    return _rate(lambda: infer_cams(lambda t: net.cam(t), x, device=dev, amp=amp), batch, dev, repeat=min(2, REPEAT))
 
 def bare_seg(backbone, batch, crop, dev, amp, rates, os_):
     from wsss_nb.core import autocast
@@ -97,7 +100,7 @@ def bare_pseudo(refiner, ds, cam_dir, n, dev):
     ref = get_refiner(refiner, **({'device': str(dev)} if refiner == 'crf_torch' else {}))
     if ref.batched: run = lambda: ref.batch([i for i, _, _ in items], [c for _, _, c in items], [k for _, k, _ in items], 0.3)
     else: run = lambda: [ref(im, c, k, 0.3) for im, k, c in items]
-    return _rate(run, len(items), dev, repeat=2)
+    return _rate(run, len(items), dev, repeat=min(2, REPEAT))
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -108,9 +111,12 @@ def main(argv=None):
     ap.add_argument('--seg-iters', type=int, default=None, help='DeepLab-v2 iterations of the stage loop')
     ap.add_argument('--refiner', default=None, help="pseudo-label refiner (default: crf_torch on CUDA, crf on CPU)")
     ap.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
+    ap.add_argument('--repeat', type=int, default=3, help='timed calls per bare-step measurement (best of)')
     ap.add_argument('--project', action='store_true', help='project configs/voc12_cam.yaml wall time from the measured stage loops')
     a = ap.parse_args(argv)
+    global REPEAT
     if a.threads: torch.set_num_threads(a.threads)
+    REPEAT = a.repeat
     dev = get_device(a.device); cuda = dev.type == 'cuda'; amp = cuda
     configure_determinism(None, dev)
     cfg = SIZES[a.size]; n = a.n_images or {('demo', False): 64, ('voc', False): 8, ('demo', True): 256, ('voc', True): 128}[(a.size, cuda)]

@@ -4,7 +4,7 @@ import pytest
 from conftest import ROOT
 
 NBS = ROOT/'nbs'
-LESSONS = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_') and (p.stem == 'index' or re.match(r'\d+_', p.name)))
+LESSONS = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_') and (p.stem == 'index' or re.match(r'\d+[a-z]?_', p.name)))
 SKIP_FLAGS = {'notest', 'slow', 'cuda'}   # tst_flags in pyproject.toml: cells nbdev-test does not run
 HINT = 'execute it and commit the outputs: `wsss-nb docs --execute` (or wsss_nb.docs.execute_notebooks), then `nbdev-clean`'
 

@@ -29,8 +29,8 @@ def list_notebooks(nbs_dir)->list: # Folder of the notebooks (usually `nbs/`)
     return [nbs_dir/r for r in sorted((r for r in rels if not _skipped(r)), key=_nb_key)]
 
 def lesson_notebooks(nbs_dir)->list: # Folder of the notebooks (usually `nbs/`)
-    "The notebooks committed with outputs: `index.ipynb` and the numbered top-level `NN_*.ipynb`."
-    return [p for p in list_notebooks(nbs_dir) if p.parent == Path(nbs_dir) and (p.stem == 'index' or re.match(r'\d+_', p.name))]
+    "The notebooks committed with outputs: `index.ipynb` and the numbered top-level `NN_*.ipynb` / `NNa_*.ipynb`."
+    return [p for p in list_notebooks(nbs_dir) if p.parent == Path(nbs_dir) and (p.stem == 'index' or re.match(r'\d+[a-z]?_', p.name))]
 
 # %% ../nbs/20_docs.ipynb #b8babd29
 def notebook_title(nb)->tuple: # A notebook path or an `nbformat` node
