@@ -119,6 +119,15 @@ class Comparison:
         "One line per run: mIoU of its CAMs at its best background threshold, and its time."
         return '\n'.join(f"{n:>10}: CAM mIoU {r['miou']:.1%} (best background threshold {r['threshold']:.2f}), trained + inferred in {r['time_s']:.0f} s"
                          for n, r in self.runs.items())
+    def check_maps(self)->Comparison:
+        "Raise `DataError` unless every map has its image's size, lies in [0,1] and fires somewhere (not all zero); returns self."
+        for r in self.rows:
+            for name in self.runs:
+                m = r[name]
+                if m.shape != r['gt'].shape: raise DataError(f"{name} map of {r['id']}: shape {m.shape}, image {r['gt'].shape}")
+                if not (m.min() >= 0 and m.max() <= 1): raise DataError(f"{name} map of {r['id']}: values {m.min()}..{m.max()} outside [0,1]")
+                if m.max() == 0: raise DataError(f"{name} map of {r['id']} is all zero: the run learnt no positive evidence")
+        return self
     def _repr_png_(self): return self.fig._repr_png_()
 
 def method_vs_cam(method:str, # registered method to compare with the CAM baseline
