@@ -14,12 +14,14 @@ from matplotlib.patches import Patch
 from .core import ConfigError, DataError, load_json
 from .cam import load_cams
 from .data import get_dataset
+from .metrics import confusion_matrix, scores
 from .synthetic import make_synthetic
 from .stages import train_classifier, make_cams
 from .viz import InlineFigure, show_maps_comparison
 
 # %% auto #0
-__all__ = ['DIAGRAM_STYLES', 'method_diagram', 'torch_threads', 'train_and_cam', 'comparison_rows', 'Comparison', 'method_vs_cam']
+__all__ = ['DIAGRAM_STYLES', 'method_diagram', 'torch_threads', 'train_and_cam', 'comparison_rows', 'background_miou',
+           'Comparison', 'method_vs_cam']
 
 # %% ../nbs/19a_gallery.ipynb #3f1e07ca
 DIAGRAM_STYLES = dict(
@@ -108,6 +110,14 @@ def comparison_rows(data_root, # dataset folder (synthetic, VOC layout)
         rows.append(dict(row, gt=gt))
     return rows
 
+def background_miou(data_root, # dataset folder (synthetic, VOC layout)
+                    split:str='train', # split to score
+                    max_images:int=0)->float: # only the first N images (0 = all)
+    "mIoU of predicting background everywhere: the floor that a map without any information scores on these images."
+    ds = get_dataset('synthetic', data_root, split)
+    cm = sum(confusion_matrix(np.zeros_like(gt), gt, ds.num_classes) for gt in (ds.load_raw(i)[1] for i in ds.ids[:max_images or None]))
+    return scores(cm)['miou']
+
 # %% ../nbs/19a_gallery.ipynb #36362e66
 @dataclass
 class Comparison:
@@ -115,10 +125,13 @@ class Comparison:
     fig:InlineFigure # image | CAM baseline | method | ground truth
     rows:list # the figure's rows: 'id', 'image', one map per run (HxW in [0,1]), 'gt'
     runs:dict # column name -> dict(miou, threshold, time_s): best mIoU of the background-threshold sweep over the training images
+    floor:float=None # mIoU of an all-background prediction on the same images (`background_miou`)
     def summary(self)->str:
         "One line per run: mIoU of its CAMs at its best background threshold, and its time."
-        return '\n'.join(f"{n:>10}: CAM mIoU {r['miou']:.1%} (best background threshold {r['threshold']:.2f}), trained + inferred in {r['time_s']:.0f} s"
-                         for n, r in self.runs.items())
+        lines = [f"{n:>10}: CAM mIoU {r['miou']:.1%} (best background threshold {r['threshold']:.2f}), trained + inferred in {r['time_s']:.0f} s"
+                 for n, r in self.runs.items()]
+        if self.floor is not None: lines.append(f"{'floor':>10}: mIoU {self.floor:.1%} of predicting background everywhere")
+        return '\n'.join(lines)
     def check_maps(self)->Comparison:
         "Raise `DataError` unless every map has its image's size, lies in [0,1] and fires somewhere (not all zero); returns self."
         for r in self.rows:
@@ -132,7 +145,7 @@ class Comparison:
 
 def method_vs_cam(method:str, # registered method to compare with the CAM baseline
                   method_args:dict=None, # its options
-                  n_train:int=32, size:int=64, num_fg:int=3, # the synthetic training set: images, side, foreground classes
+                  n_train:int=24, size:int=96, num_fg:int=3, # the synthetic training set: images, side, foreground classes
                   epochs:int=3, batch_size:int=8, lr:float=0.01, # schedule of both runs
                   train_args:dict=None, # more `train_classifier` keywords for the method only (e.g. whole-image training)
                   label:str=None, # the method's column name (default: `method`)
@@ -151,6 +164,7 @@ def method_vs_cam(method:str, # registered method to compare with the CAM baseli
         runs = [train_and_cam('cam', data, root/'runs', **kw),
                 train_and_cam(method, data, root/'runs', method_args, train_args=train_args, run=f'{method}_vs_cam', **kw)]
         rows = comparison_rows(data, runs, ['CAM', label], n_show)
+        floor = background_miou(data)
     summary = {name: {k: r[k] for k in ('miou', 'threshold', 'time_s')} for name, r in zip(['CAM', label], runs)}
     titles = {name: f"{name} (mIoU {s['miou']:.0%})" for name, s in summary.items()}
-    return Comparison(show_maps_comparison(rows, ['CAM', label], titles=titles), rows, summary)
+    return Comparison(show_maps_comparison(rows, ['CAM', label], titles=titles), rows, summary, floor)
