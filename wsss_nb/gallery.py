@@ -84,7 +84,7 @@ def train_and_cam(method:str, # registered method ('cam' for the baseline)
     "Train `method` briefly on the CPU from ImageNet Lite0, then make its single-scale CAMs of the training images; returns dict(method, cam_dir, miou, threshold, time_s)."
     run, t0 = run or method, time.time()
     common = dict(run=run, out_root=out_root, dataset='synthetic', data_root=data_root, device='cpu', progress=False)
-    kw = dict(epochs=epochs, batch_size=batch_size, lr=lr, crop_size=crop_size, seed=seed, **(train_args or {}))
+    kw = {**dict(epochs=epochs, batch_size=batch_size, lr=lr, crop_size=crop_size, seed=seed), **(train_args or {})}
     train_classifier(**common, method=method, method_args=dict(method_args or {}), backbone='efficientnet_lite0', pretrained='imagenet', **kw)
     st = make_cams(**common, scales=[1.0], flip=False)
     sweep = load_json(st.path/'scores.json')
@@ -133,13 +133,14 @@ class Comparison:
         if self.floor is not None: lines.append(f"{'floor':>10}: mIoU {self.floor:.1%} of predicting background everywhere")
         return '\n'.join(lines)
     def check_maps(self)->Comparison:
-        "Raise `DataError` unless every map has its image's size, lies in [0,1] and fires somewhere (not all zero); returns self."
-        for r in self.rows:
-            for name in self.runs:
+        "Raise `DataError` unless every map has its image's size and lies in [0,1], and each run's maps fire on some image; returns self."
+        for name in self.runs:
+            for r in self.rows:
                 m = r[name]
                 if m.shape != r['gt'].shape: raise DataError(f"{name} map of {r['id']}: shape {m.shape}, image {r['gt'].shape}")
                 if not (m.min() >= 0 and m.max() <= 1): raise DataError(f"{name} map of {r['id']}: values {m.min()}..{m.max()} outside [0,1]")
-                if m.max() == 0: raise DataError(f"{name} map of {r['id']} is all zero: the run learnt no positive evidence")
+            if all(r[name].max() == 0 for r in self.rows):   # one empty map can be a true "no evidence"; all of them, a dead run
+                raise DataError(f"{name} maps are all zero on all {len(self.rows)} images: the run learnt no positive evidence")
         return self
     def _repr_png_(self): return self.fig._repr_png_()
 
