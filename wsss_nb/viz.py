@@ -14,8 +14,8 @@ from .core import DataError, ConfigError, atomic_write
 from .data import VOC_PALETTE
 
 # %% auto #0
-__all__ = ['InlineFigure', 'voc_palette', 'colorize', 'overlay_cam', 'show_grid', 'plot_iou_bars', 'ema', 'plot_loss_curves',
-           'plot_threshold_curve', 'save_figure']
+__all__ = ['InlineFigure', 'voc_palette', 'colorize', 'overlay_cam', 'show_grid', 'show_maps_comparison', 'plot_iou_bars', 'ema',
+           'plot_loss_curves', 'plot_threshold_curve', 'save_figure']
 
 # %% ../nbs/08_viz.ipynb #f5057387
 class InlineFigure(Figure):
@@ -104,6 +104,37 @@ def show_grid(rows:list, # Dicts with any of 'image', 'cam', 'pseudo', 'pred', '
         if 255 in present: handles.append(Patch(color=pal[255] / 255, label='ignore'))
         if handles: fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06 if class_names else 0, 1, 1))
+    return fig
+
+# %% ../nbs/08_viz.ipynb #d0ca64f7
+_MAP_SKIP = ('image', 'gt', 'id', 'title')
+
+def show_maps_comparison(rows:list, # Dicts with 'image' (HxWx3 uint8), optional 'gt' (HxW labels) and one HxW or (n,H,W) map in [0,1] per method
+                         maps:list=None, # Map keys in column order; None: every other key of the first row, in order
+                         titles:dict=None, # Column titles by key (default: the key; 'image', 'ground truth')
+                         palette=None, # Label colours of 'gt' (default VOC)
+                         panel:float=1.3, # Side of one panel in inches
+                         dpi:int=80)->Figure: # Resolution: a thumbnail by default
+    "Image | one CAM overlay per method | ground truth, one row per image: maps of several methods side by side."
+    rows = list(rows)
+    if not rows: raise DataError("show_maps_comparison needs at least one row")
+    maps = [k for k in rows[0] if k not in _MAP_SKIP] if maps is None else list(maps)
+    if not maps: raise DataError(f"show_maps_comparison rows hold no map (keys other than {_MAP_SKIP}); got {sorted(rows[0])}")
+    cols = ['image'] * ('image' in rows[0]) + maps + ['gt'] * any('gt' in r for r in rows)
+    col_titles = {'image': 'image', 'gt': 'ground truth', **(titles or {})}
+    pal = _as_palette(palette)
+    fig = InlineFigure(figsize=(panel * len(cols), panel * len(rows) + 0.15), dpi=dpi)
+    axs = np.array(fig.subplots(len(rows), len(cols), squeeze=False))
+    for i, row in enumerate(rows):
+        for j, key in enumerate(cols):
+            ax = axs[i, j]; ax.set_axis_off()
+            if key not in row: raise DataError(f"row {i} has no {key!r} (every row needs the same maps)")
+            if key == 'image': panel_img = np.asarray(row['image'])
+            elif key == 'gt': panel_img = colorize(row['gt'], pal)
+            else: panel_img = _cam_panel({'cam': row[key], **({'image': row['image']} if 'image' in row else {})})
+            ax.imshow(panel_img, interpolation='nearest')
+            if i == 0: ax.set_title(col_titles.get(key, key), fontsize=8)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.3 / (panel * len(rows) + 0.15), wspace=0.04, hspace=0.04)
     return fig
 
 # %% ../nbs/08_viz.ipynb #e509ad88
