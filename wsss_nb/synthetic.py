@@ -86,7 +86,7 @@ def _background(rng, size:int)->np.ndarray:
 
 def _object(rng, size:int, cls:int):
     "Draw one object of class `cls` (1-based): (bool mask HxW, float32 colours HxWx3)."
-    R = rng.uniform(0.10, 0.30) * size              # radius: 20-60% of the side as diameter
+    R = rng.uniform(0.16, 0.34) * size              # radius: diameter 32-68% of the side (>= 2 cells at stride 16)
     cx, cy = rng.uniform(0.5*R, size - 0.5*R, 2)
     theta, aspect = rng.uniform(0, 2*np.pi), rng.uniform(0.85, 1.15)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
@@ -176,7 +176,7 @@ def make_synthetic(root, # folder to write (created if needed)
     "Generate (or reuse) the synthetic WSSS dataset in VOC layout under `root`; returns `root`."
     root = Path(root)
     if not 1 <= num_fg <= len(_SHAPES): raise ConfigError(f"num_fg must be in 1..{len(_SHAPES)}, got {num_fg}")
-    params = dict(generator='wsss_nb.synthetic', version=1, n_train=int(n_train), n_val=int(n_val), size=int(size),
+    params = dict(generator='wsss_nb.synthetic', version=2, n_train=int(n_train), n_val=int(n_val), size=int(size),
                   seed=int(seed), num_fg=int(num_fg))
     meta = root/'synthetic.json'
     if meta.is_file():
