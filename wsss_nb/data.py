@@ -354,8 +354,8 @@ class SegDataset(torch.utils.data.Dataset):
         if self.transform is not None: s = self.transform(s)
         out = dict(id=id, image=normalize(s['image']), raw=np.ascontiguousarray(s['image']))
         if self.with_mask: out['mask'] = torch.from_numpy(np.ascontiguousarray(s['mask'])).long()
-        if self.labels is not None: out['label'] = torch.from_numpy(self.labels[id])
-        if 'saliency' in s: out['saliency'] = torch.from_numpy(np.ascontiguousarray(s['saliency'], dtype=np.float32))
+        if self.labels is not None: out['label'] = torch.tensor(self.labels[id])   # a copy: the cached labels are read-only
+        if 'saliency' in s: out['saliency'] = torch.from_numpy(np.array(s['saliency'], dtype=np.float32))   # a writable copy
         return out
 
     def __repr__(self):
