@@ -34,3 +34,24 @@ def assert_label_files(label_dir, ds):
         lab = load_mask(Path(label_dir)/f'{i}.png')
         assert lab.shape == ds.load_raw(i)[0].shape[:2]
         assert set(np.unique(lab)) <= set(range(ds.num_classes)) | {255}
+
+def config_lines(path)->dict:
+    "{dotted key: (value text, comment)} of a config's non-comment lines (one level of nesting)."
+    out, parent = {}, None
+    for line in Path(path).read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith('#'): continue
+        body, _, comment = line.partition('#')
+        key, _, val = body.partition(':')
+        if line.startswith(' '): key = f'{parent}.{key.strip()}'
+        else: parent = key.strip(); key = key.strip()
+        out[key] = (val.strip(), comment.strip())
+    return out
+
+def faithful_and_fixed(method:str)->tuple:
+    "(faithful, fixed, changed keys) of configs/voc12_<method>.yaml and its _fixed twin, after the checks both pairs share:\n    every faithful line is commented, both have the same keys, and exactly the changed keys (but `run`) say FIX."
+    faithful, fixed = config_lines(ROOT/'configs'/f'voc12_{method}.yaml'), config_lines(ROOT/'configs'/f'voc12_{method}_fixed.yaml')
+    assert all(c for _, c in faithful.values()), [k for k, (_, c) in faithful.items() if not c]
+    assert set(faithful) == set(fixed)
+    changed = {k for k in faithful if faithful[k][0] != fixed[k][0]}
+    assert {k for k, (_, c) in fixed.items() if c.startswith('FIX')} == changed - {'run'}
+    return faithful, fixed, changed

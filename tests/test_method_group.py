@@ -1,6 +1,6 @@
 "Group-WSSS (method 'group') runs through the classifier, CAM and pseudo-label stages, and its group size is a real knob."
 import numpy as np
-from conftest import assert_cam_files, assert_label_files
+from conftest import assert_cam_files, assert_label_files, faithful_and_fixed
 import pytest
 import torch
 import wsss_nb.stages as S
@@ -64,28 +64,10 @@ def test_group_online_maps_through_the_stages(smoke_data, tmp_path):
                                             align_corners=False)[0, 0].numpy()
         np.testing.assert_allclose(c, m/max(m.max(), 1e-8), atol=1e-3)
 
-def _config_lines(path):
-    "{dotted key: (value text, comment)} of a config's non-comment lines (one level of nesting)."
-    out, parent = {}, None
-    for line in path.read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith('#'): continue
-        body, _, comment = line.partition('#')
-        key, _, val = body.partition(':')
-        if line.startswith(' '): key = f'{parent}.{key.strip()}'
-        else: parent = key.strip(); key = key.strip()
-        out[key] = (val.strip(), comment.strip())
-    return out
-
 def test_voc12_group_configs_faithful_and_fixed():
     "Every line of the faithful config has a comment; the fixed one differs only in lines marked FIX (and the run name)."
-    from pathlib import Path
-    root = Path(__file__).parents[1]/'configs'
-    faithful, fixed = _config_lines(root/'voc12_group.yaml'), _config_lines(root/'voc12_group_fixed.yaml')
-    assert all(c for _, c in faithful.values()), [k for k, (_, c) in faithful.items() if not c]
-    assert set(faithful) == set(fixed)
-    changed = {k for k in faithful if faithful[k][0] != fixed[k][0]}
+    faithful, fixed, changed = faithful_and_fixed('group')
     assert changed == {'run', 'method_args.gdl_in_eval', 'method_args.head_init'}
-    assert {k for k, (_, c) in fixed.items() if c.startswith('FIX')} == changed - {'run'}
 
 def test_group_quirk_flags_arithmetic():
     "gdl_in_eval: the original's GDL stays random at test time (drop branch w.p. 0.8); head_init 'normal': N(0, 0.01)."

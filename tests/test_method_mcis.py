@@ -1,7 +1,7 @@
 "MCIS through the stages (pair training, co-attention CAM recipe, saliency pseudo-labels) and the quirk flags of the released code."
 import numpy as np
 import pytest, yaml
-from conftest import assert_cam_files, assert_label_files
+from conftest import ROOT, assert_cam_files, assert_label_files, faithful_and_fixed
 from wsss_nb.core import load_json
 from wsss_nb.cam import get_method
 from wsss_nb.data import get_dataset
@@ -133,29 +133,10 @@ def test_faithful_flags_through_the_stages(smoke_data, tmp_path):
     ds = get_dataset('synthetic', smoke_data, 'train'); ds.ids = ds.ids[:4]
     assert_cam_files(cams.path, ds)
 
-def _config_lines(path):
-    "{dotted key: (value text, comment)} of a config's non-comment lines (one level of nesting)."
-    out, parent = {}, None
-    for line in path.read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith('#'): continue
-        body, _, comment = line.partition('#')
-        key, _, val = body.partition(':')
-        if line.startswith(' '): key = f'{parent}.{key.strip()}'
-        else: parent = key.strip(); key = key.strip()
-        out[key] = (val.strip(), comment.strip())
-    return out
-
 def test_voc12_mcis_configs_faithful_and_fixed():
     "Every line of the faithful config has a comment; the fixed one differs only in lines marked FIX (and the run name)."
-    from pathlib import Path
-    root = Path(__file__).parents[1]/'configs'
-    faithful, fixed = _config_lines(root/'voc12_mcis.yaml'), _config_lines(root/'voc12_mcis_fixed.yaml')
-    assert all(c for _, c in faithful.values()), [k for k, (_, c) in faithful.items() if not c]
-    assert set(faithful) == set(fixed)
-    changed = {k for k in faithful if faithful[k][0] != fixed[k][0]}
+    faithful, fixed, changed = faithful_and_fixed('mcis')
     assert changed == {'run', 'method_args.partner_may_be_self', 'method_args.uint8_maps', 'eval_crf'}
-    assert all(fixed[k][1].startswith('FIX') for k in changed - {'run'})
-    assert {k for k, (_, c) in fixed.items() if c.startswith('FIX')} == changed - {'run'}
     assert faithful['eval_crf'][0] == 'mcis' and fixed['eval_crf'][0] == 'deeplab'   # the MCIS test CRF, as a preset
-    args = yaml.safe_load((root/'voc12_mcis.yaml').read_text())['method_args']
+    args = yaml.safe_load((ROOT/'configs'/'voc12_mcis.yaml').read_text())['method_args']
     assert args['copies_from'] == 'original' and args['partner_may_be_self'] and args['uint8_maps']
