@@ -353,7 +353,7 @@ class SegDataset(torch.utils.data.Dataset):
         if self.saliency_dir is not None: s['saliency'] = load_saliency(self.saliency_path(id), size=img.shape[:2])
         if self.transform is not None: s = self.transform(s)
         out = dict(id=id, image=normalize(s['image']), raw=np.ascontiguousarray(s['image']))
-        if self.with_mask: out['mask'] = torch.from_numpy(np.ascontiguousarray(s['mask'])).long()
+        if self.with_mask: out['mask'] = torch.from_numpy(np.array(s['mask'], dtype=np.int64))   # a writable copy
         if self.labels is not None: out['label'] = torch.tensor(self.labels[id])   # a copy: the cached labels are read-only
         if 'saliency' in s: out['saliency'] = torch.from_numpy(np.array(s['saliency'], dtype=np.float32))   # a writable copy
         return out
