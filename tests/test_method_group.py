@@ -81,4 +81,4 @@ def test_group_quirk_flags_arithmetic():
     w = quirk.head[0].weight
     assert abs(float(w.detach().std())/0.01 - 1) < 0.02 and abs(float(w.detach().mean())) < 0.001
     he = get_method('group', head_init='kaiming', head_width=8).build_model(get_backbone('efficientnet_lite0', pretrained=None), 3).head[0].weight
-    assert abs(float(he.std())/(2/(w.shape[1]*9))**0.5 - 1) < 0.02          # He: sqrt(2/fan_in), 0.0132 for 1280x3x3
+    assert abs(float(he.detach().std())/(2/(w.shape[1]*9))**0.5 - 1) < 0.02          # He: sqrt(2/fan_in), 0.0132 for 1280x3x3
