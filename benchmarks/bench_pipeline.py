@@ -27,9 +27,9 @@ from wsss_nb.deeplab import build_deeplab, msc_loss, predict
 from wsss_nb.refine import get_refiner
 from wsss_nb.stages import train_classifier, make_cams, make_pseudo_labels, train_segmentation, evaluate
 
-SIZES = dict(  # per size: dataset, networks and batch sizes for (cpu, cuda)
-    demo=dict(side=None, cls=('efficientnet_lite0', 16, 128, (16, 16)), seg=('efficientnet_lite0', 8, 128, (8, 8), [1, 2, 3, 4], 16)),
-    voc=dict(side=(500, 375), cls=('resnet50', 16, 512, (2, 16)), seg=('resnet101', 8, 321, (2, 10), [6, 12, 18, 24], 8)))
+SIZES = dict(  # per size: image side, then (backbone, crop, batch on (cpu, cuda)) and DeepLab-v2 (... , ASPP rates, output stride)
+    demo=dict(side=None, cls=('efficientnet_lite0', 128, (16, 16)), seg=('efficientnet_lite0', 128, (8, 8), [1, 2, 3, 4], 16)),
+    voc=dict(side=(500, 375), cls=('resnet50', 512, (2, 16)), seg=('resnet101', 321, (2, 10), [6, 12, 18, 24], 8)))
 
 def make_voc_like(root:Path, n:int, seed:int=0)->Path:
     "A VOC-layout set (JPEGImages, SegmentationClass, ImageSets/Segmentation/{train,val}.txt) of 500x375 / 375x500 images."
@@ -121,8 +121,8 @@ def main(argv=None):
     configure_determinism(None, dev)
     cfg = SIZES[a.size]; n = a.n_images or {('demo', False): 64, ('voc', False): 8, ('demo', True): 256, ('voc', True): 128}[(a.size, cuda)]
     refiner = a.refiner or ('crf_torch' if cuda else 'crf')
-    cb, cb_batch_default, crop, cbs = cfg['cls']; cls_bs = cbs[cuda]
-    sb, _, scrop, sbs, rates, os_ = cfg['seg']; seg_bs = sbs[cuda]
+    cb, crop, cbs = cfg['cls']; cls_bs = cbs[cuda]
+    sb, scrop, sbs, rates, os_ = cfg['seg']; seg_bs = sbs[cuda]
     tmp = Path(tempfile.mkdtemp(prefix='bench_pipeline_'))
     try:
         if cfg['side'] is None:

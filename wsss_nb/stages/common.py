@@ -4,12 +4,11 @@
 
 # %% ../../nbs/09a_stages.common.ipynb #a76426bd
 from __future__ import annotations
-import os, time
+import os
 from pathlib import Path
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from ..core import ConfigError, DataError, load_json, save_json, save_torch
+from ..core import ConfigError, save_json, save_torch
 from ..data import get_dataset
 from ..cam import seed_numpy_worker
 from .. import viz

@@ -13,7 +13,7 @@ from ..core import ConfigError, DataError, WSSSError, Stage, autocast, save_torc
 from ..data import SegTransform
 from ..backbones import get_backbone
 from ..cam import MethodContext, get_method
-from ..dist import LossModule, all_reduce_mean, convert_sync_bn, init_distributed, on_main, per_rank_batch, seed_rank, shard_loader, wrap_ddp
+from ..dist import LossModule, convert_sync_bn, init_distributed, on_main, per_rank_batch, seed_rank, shard_loader, wrap_ddp
 from .common import (LossLog, auto_workers, collate, _to, _peak_mem_mb, _dataset, _without_masks, _subset, _str, _non_default, _bn_eval,
                                    _checkpoint, _resume, _save_history)
 

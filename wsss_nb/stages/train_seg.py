@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..core import ConfigError, DataError, Stage, PolyLR, autocast, save_torch, seed_everything
 from ..data import SegTransform, get_dataset, load_mask, normalize
 from ..deeplab import DEFAULT_NECK, build_deeplab, msc_loss, resize_labels
-from ..dist import all_reduce_mean, all_reduce_sum, init_distributed, on_main, per_rank_batch, seed_rank, shard_loader, wrap_ddp
+from ..dist import all_reduce_sum, init_distributed, on_main, per_rank_batch, seed_rank, shard_loader, wrap_ddp
 from .common import LossLog, auto_workers, _loader, _to, _peak_mem_mb, _subset, _non_default, _checkpoint, _resume, _save_history
 
 # %% auto #0
