@@ -99,3 +99,42 @@ def test_training_seed_is_independent_of_the_dataset_seed(smoke_data, tmp_path):
     _run('01_train_cls', tmp_path, params)
     assert _done(tmp_path/'outputs'/'seed1', 'cls')['summary']['steps'] >= 1
     assert (smoke_data/'synthetic.json').read_text() == meta
+
+def _copy_run(run, tmp_path):
+    "A copy of the smoke run under a new out_root, so a test can rerun a stage without touching the shared one."
+    import shutil
+    out = tmp_path/'outputs'; shutil.copytree(run, out/'smoke'); return out
+
+def test_eval_crf_also_scores_the_network_alone(smoke_run, tmp_path):
+    "With eval_crf the stage scores the raw predictions in the same pass: they equal an evaluation without the CRF."
+    from wsss_nb.stages import evaluate
+    params, run, _ = smoke_run
+    out = _copy_run(run, tmp_path)
+    before = json.loads((out/'smoke'/'scores.json').read_text())
+    assert 'seg_miou_no_crf' not in before and before.get('eval_crf') is None
+    sc = evaluate(run='smoke', out_root=out, dataset='synthetic', data_root=params['data_root'], crf=True, progress=False)
+    assert sc['eval_crf'] == 'deeplab'
+    assert sc['seg_miou_no_crf'] == pytest.approx(before['seg_miou']) and sc['seg_gt_miou_no_crf'] == pytest.approx(before['seg_gt_miou'])
+    assert (out/'smoke'/'eval'/'scores_seg_gt_no_crf.json').is_file()
+    assert 'without the test-time CRF' in (out/'smoke'/'report.md').read_text()
+
+def test_saliency_crf_refiner_ignores_where_the_cues_disagree(smoke_run, tmp_path):
+    "refiner 'saliency_crf' in the pseudo stage: 255 exactly where the saliency rule and the CRF labels differ."
+    import numpy as np
+    from wsss_nb.stages import make_pseudo_labels
+    from wsss_nb.cam import load_cams
+    from wsss_nb.data import get_dataset, load_mask, load_saliency
+    from wsss_nb.pseudo import saliency_labels
+    from wsss_nb.refine.crf import crf_labels
+    params, run, _ = smoke_run
+    out = _copy_run(run, tmp_path)
+    st = make_pseudo_labels(run='smoke', out_root=out, dataset='synthetic', data_root=params['data_root'], refiner='saliency_crf', progress=False)
+    s = st.summary(); assert s['refiner'] == 'saliency_crf' and 0 < s['miou_after'] <= 1
+    ds = get_dataset('synthetic', params['data_root'], 'train'); thr = s['bg_threshold']; n255 = 0
+    for i in ds.ids[:4]:
+        image, _ = ds.load_raw(i); keys, cams = load_cams(out/'smoke'/'cams'/f'{i}.npz'); cams = cams.astype(np.float32)
+        sal = saliency_labels(cams, keys, load_saliency(ds.saliency_path(i), size=image.shape[:2]), variant='oaa')
+        crf = crf_labels(image, cams, keys, bg_threshold=thr)
+        lab = load_mask(out/'smoke'/'pseudo'/'labels'/f'{i}.png')
+        np.testing.assert_array_equal(lab, np.where(sal == crf, sal, 255)); n255 += (lab == 255).sum()
+    assert n255 > 0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_synthetic.ipynb #a9c4649a
 from __future__ import annotations
-import os
+import colorsys, os
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -29,15 +29,15 @@ def _shape_polys(shape:str)->list:
     if shape == 'square': return [(np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * 0.8, 1)]
     if shape == 'triangle':
         a = np.deg2rad([90, 210, 330]); return [(np.stack([np.cos(a), np.sin(a)], 1) * 1.05, 1)]
-    if shape == 'star':
+    if shape == 'star':        # thin parts are kept >= ~1 stride-16 cell wide at the smallest size (version 3)
         a = np.linspace(0, 2*np.pi, 10, endpoint=False) + np.pi/2
-        r = np.where(np.arange(10) % 2 == 0, 1.05, 0.45); return [(np.stack([r*np.cos(a), r*np.sin(a)], 1), 1)]
-    if shape == 'ring': return [(_circle(), 1), (_circle() * 0.55, 0)]
+        r = np.where(np.arange(10) % 2 == 0, 1.05, 0.62); return [(np.stack([r*np.cos(a), r*np.sin(a)], 1), 1)]
+    if shape == 'ring': return [(_circle(), 1), (_circle() * 0.45, 0)]
     if shape == 'cross':
-        w = 0.33; return [(np.array([[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w], [w, 1], [-w, 1],
+        w = 0.42; return [(np.array([[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w], [w, 1], [-w, 1],
                                      [-w, w], [-1, w], [-1, -w], [-w, -w]]), 1)]
-    if shape == 'ellipse': return [(_circle() * [1.0, 0.5], 1)]
-    if shape == 'diamond': return [(np.array([[0, -1.1], [0.6, 0], [0, 1.1], [-0.6, 0]]), 1)]
+    if shape == 'ellipse': return [(_circle() * [1.0, 0.65], 1)]
+    if shape == 'diamond': return [(np.array([[0, -1.1], [0.75, 0], [0, 1.1], [-0.75, 0]]), 1)]
     raise ConfigError(f"Unknown shape {shape!r}; valid: {', '.join(_SHAPES)}")
 
 def _texture(name:str, u:np.ndarray, v:np.ndarray, period:float, rng)->np.ndarray:
@@ -56,11 +56,16 @@ def _texture(name:str, u:np.ndarray, v:np.ndarray, period:float, rng)->np.ndarra
 # %% ../nbs/02_synthetic.ipynb #2b6de90e
 def _random_colour(rng)->np.ndarray: return rng.integers(0, 256, 3).astype(np.float32)
 
-def _colour_pair(rng):
-    "Two random colours different enough for the texture to be visible (same distribution for every class)."
-    while True:
-        c1, c2 = _random_colour(rng), _random_colour(rng)
-        if np.abs(c1 - c2).sum() > 150: return c1, c2
+def _hsv(h:float, s:float, v:float)->np.ndarray:
+    "RGB (float32, 0-255) of a hue in turns (wraps), saturation and value in [0,1]."
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), np.float32) * 255
+
+def _colour_pair(rng, cls:int):
+    "Two shades of class `cls`'s hue family (hue (cls-1)/8 ± 0.04 turn): a bright one and one 0.3-0.55x as dark."
+    h = (cls - 1) / len(_SHAPES) + rng.uniform(-0.04, 0.04)
+    v = rng.uniform(0.7, 1.0)
+    return (_hsv(h, rng.uniform(0.6, 1.0), v),
+            _hsv(h + rng.uniform(-0.02, 0.02), rng.uniform(0.6, 1.0), v * rng.uniform(0.3, 0.55)))
 
 def _smooth_noise(rng, size:int, cells:int, sigma:float, ch:int=3)->np.ndarray:
     "Low-frequency noise: a coarse random grid upsampled bilinearly to size x size."
@@ -99,7 +104,7 @@ def _object(rng, size:int, cls:int):
     u = np.cos(theta)*(xx - cx) + np.sin(theta)*(yy - cy)     # texture rotates with the object
     v = -np.sin(theta)*(xx - cx) + np.cos(theta)*(yy - cy)
     t = _texture(_TEXTURES[cls - 1], u, v, rng.uniform(0.045, 0.075) * size, rng)[..., None]
-    c1, c2 = _colour_pair(rng)
+    c1, c2 = _colour_pair(rng, cls)
     return m, c1*(1 - t) + c2*t
 
 def _boundary(lab:np.ndarray, width:int=1)->np.ndarray:
@@ -176,7 +181,7 @@ def make_synthetic(root, # folder to write (created if needed)
     "Generate (or reuse) the synthetic WSSS dataset in VOC layout under `root`; returns `root`."
     root = Path(root)
     if not 1 <= num_fg <= len(_SHAPES): raise ConfigError(f"num_fg must be in 1..{len(_SHAPES)}, got {num_fg}")
-    params = dict(generator='wsss_nb.synthetic', version=2, n_train=int(n_train), n_val=int(n_val), size=int(size),
+    params = dict(generator='wsss_nb.synthetic', version=3, n_train=int(n_train), n_val=int(n_val), size=int(size),
                   seed=int(seed), num_fg=int(num_fg))
     meta = root/'synthetic.json'
     if meta.is_file():

@@ -133,3 +133,22 @@ class _PSA(Refiner):
     def __call__(self, image, cams, keys, bg_threshold=None, saliency=None)->np.ndarray:
         "Labels of one image (bg_threshold is not used)."
         return psa_confident_labels(image, cams, keys, **self.kw)
+
+# %% ../../nbs/06b_refine.crf.ipynb #4687f26b
+from ..pseudo import saliency_labels, saliency_params
+
+@refiners.register('saliency_crf')
+class _SaliencyCRF(CRFRefiner):
+    "The saliency rule (`variant`) where a dense CRF over [τ, CAMs] gives the same label, 255 where they disagree."
+    needs_saliency = True
+    def check(self, variant='oaa', preset=None, **crf_overrides):
+        "A known saliency variant ('oaa', 'mcis', 'group'); CRF preset and `dense_crf` parameters as for 'crf'."
+        saliency_params(variant, {}); self.variant = variant
+        super().check(preset=preset, **crf_overrides)
+    def __call__(self, image, cams, keys, bg_threshold=None, saliency=None)->np.ndarray:
+        "Labels of one image; needs `saliency` and `bg_threshold`."
+        if saliency is None: raise DataError("refiner 'saliency_crf' needs a saliency map (saliency=None was given)")
+        if bg_threshold is None: raise ConfigError("refiner 'saliency_crf' needs a background threshold (bg_threshold=None was given)")
+        sal = saliency_labels(cams, keys, saliency, variant=self.variant)
+        crf = crf_labels(image, cams, keys, bg_threshold=bg_threshold, preset=self.params)
+        return np.where(sal == crf, sal, 255).astype(np.uint8)

@@ -54,16 +54,19 @@ def eval_crf_preset(crf)->str|None: # the `eval_crf` config value: False/None, T
 
 def _eval_one(folder, name, ckpt, ds, scales, flip, crf, dev, amp, progress):
     model, meta = load_segmenter(ckpt, dev)
-    meter, examples = ConfusionMeter(ds.num_classes), []
+    meter, raw_meter, examples = ConfusionMeter(ds.num_classes), ConfusionMeter(ds.num_classes), []
     for i in tqdm(range(len(ds)), desc=f'eval {name}', disable=not progress):
         s = ds[i]; gt = s['mask'].numpy()
         with torch.inference_mode(): probs = _predict_probs(model, s['image'], scales, flip, dev, amp)
-        if crf: probs = crf_postprocess(s['raw'], probs, preset=crf)
+        if crf:
+            raw_meter.update(probs.argmax(0), gt)          # the network alone, scored in the same pass
+            probs = crf_postprocess(s['raw'], probs, preset=crf)
         pred = probs.argmax(0).astype(np.uint8)
         meter.update(pred, gt)
         if len(examples) < 6: examples.append(dict(id=s['id'], image=s['raw'], pred=pred, gt=gt.astype(np.uint8)))
     sc = meter.scores(ds.class_names)
     save_json(sc, folder/f'scores_{name}.json')
+    if crf: save_json(raw_meter.scores(ds.class_names), folder/f'scores_{name}_no_crf.json')
     fig = viz.show_grid(examples, class_names=ds.class_names)
     viz.save_figure(fig, folder/f'examples_{name}.png')
     return sc
@@ -83,6 +86,9 @@ def collect_scores(out_root, run)->dict:
     for name, key in (('seg_pseudo', 'seg_miou'), ('seg_gt', 'seg_gt_miou')):
         f = rd/'eval'/f'scores_{name}.json'
         if f.is_file(): out[key] = load_json(f)['miou']
+        f = rd/'eval'/f'scores_{name}_no_crf.json'           # written when evaluation applies a CRF
+        if f.is_file(): out[f'{key}_no_crf'] = load_json(f)['miou']
+    if (rd/'eval'/'_done.json').is_file(): out['eval_crf'] = load_json(rd/'eval'/'_params.json')['params'].get('crf')
     if out.get('seg_miou') is not None and out.get('seg_gt_miou'): out['seg_ratio_to_gt'] = out['seg_miou']/out['seg_gt_miou']
     for name in ('cls', 'seg_pseudo', 'seg_gt'):
         if (s := _summary(name)): out[f'{name}_train_time_s'] = s['train_time_s']; out[f'{name}_peak_mem_mb'] = s['peak_mem_mb']
@@ -96,10 +102,12 @@ def write_report(out_root, run, ds=None)->Path:
     lines = [f'# wsss_nb report: `{run}`', '', '| quantity | value |', '|---|---|']
     names = dict(cam_miou='CAM mIoU (best background threshold, %)', pseudo_miou_before_refine='Pseudo-label mIoU before refinement (%)',
                  pseudo_miou_after_refine='Pseudo-label mIoU after refinement (%)', seg_miou='Segmentation mIoU, trained on pseudo-labels (%)',
-                 seg_gt_miou='Segmentation mIoU, trained on ground truth (%)', seg_ratio_to_gt='Weak / full supervision ratio (%)')
+                 seg_gt_miou='Segmentation mIoU, trained on ground truth (%)', seg_ratio_to_gt='Weak / full supervision ratio (%)',
+                 seg_miou_no_crf='... trained on pseudo-labels, without the test-time CRF (%)',
+                 seg_gt_miou_no_crf='... trained on ground truth, without the test-time CRF (%)')
     for k, label in names.items():
         if k in sc: lines.append(f'| {label} | {_fmt(sc[k])} |')
-    for k in ('cam_best_threshold', 'pseudo_bg_threshold', 'refiner'):
+    for k in ('cam_best_threshold', 'pseudo_bg_threshold', 'refiner', 'eval_crf'):
         if k in sc: lines.append(f'| {k} | {sc[k]} |')
     for k, v in sc.items():
         if k.endswith('_time_s'): lines.append(f'| {k} | {v:.1f} |')
