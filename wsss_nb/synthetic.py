@@ -190,7 +190,8 @@ def make_synthetic(root, # folder to write (created if needed)
         if not overwrite:
             diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
             raise DataError(f"{root} already holds a synthetic dataset with other parameters {diff} (old, new). "
-                            f"Pass overwrite=True to replace it, or use another root.")
+                            f"Delete that folder (and the runs trained on it), pass overwrite=True to make_synthetic, "
+                            f"or use another data_root.")
     elif (root/'JPEGImages').is_dir() and any(not f.startswith(('syn_', '.')) for f in os.listdir(root/'JPEGImages')):
         raise DataError(f"{root}/JPEGImages holds files that make_synthetic did not write; refusing to mix datasets. Use another root.")
     _clear_synthetic(root)
