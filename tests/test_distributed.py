@@ -65,7 +65,9 @@ def test_deeplab_ddp_matches_single_process(runs):
     h1, h2 = _history(one, 'seg_gt'), _history(two, 'seg_gt')
     assert len(h1) == len(h2) == 3
     np.testing.assert_allclose(h2, h1, rtol=1e-4)
-    _assert_same_weights(_state(one/'seg_gt'/'model.pt'), _state(two/'seg_gt'/'model.pt'), atol=1e-4)
+    # float sums in another order (two ranks) after 3 steps at lr 0.01 (x10/x20 on the head): up to 1.1e-4 measured on
+    # the version-3 smoke data; the per-step losses above (rtol 1e-4) are the tight check of the gradient averaging
+    _assert_same_weights(_state(one/'seg_gt'/'model.pt'), _state(two/'seg_gt'/'model.pt'), atol=3e-4)
 
 def test_sharded_cams_and_pseudo_labels_match_one_rank(runs):
     from wsss_nb.cam import load_cams
