@@ -6,7 +6,7 @@
 from __future__ import annotations
 import numpy as np
 from ..core import ConfigError, DataError, check_keys
-from ..pseudo import as_cams_keys, label_ids, psa_background
+from ..pseudo import as_cams_keys, label_ids, psa_background, saliency_labels, saliency_params
 from . import Refiner, refiners
 
 # %% auto #0
@@ -135,8 +135,6 @@ class _PSA(Refiner):
         return psa_confident_labels(image, cams, keys, **self.kw)
 
 # %% ../../nbs/06b_refine.crf.ipynb #4687f26b
-from ..pseudo import saliency_labels, saliency_params
-
 @refiners.register('saliency_crf')
 class _SaliencyCRF(CRFRefiner):
     "The saliency rule (`variant`) where a dense CRF over [τ, CAMs] gives the same label, 255 where they disagree."
