@@ -148,5 +148,5 @@ class _SaliencyCRF(CRFRefiner):
         if saliency is None: raise DataError("refiner 'saliency_crf' needs a saliency map (saliency=None was given)")
         if bg_threshold is None: raise ConfigError("refiner 'saliency_crf' needs a background threshold (bg_threshold=None was given)")
         sal = saliency_labels(cams, keys, saliency, variant=self.variant)
-        crf = crf_labels(image, cams, keys, bg_threshold=bg_threshold, preset=self.params)
+        crf = super().__call__(image, cams, keys, bg_threshold)      # the 'crf' refiner's labels, same parameters
         return np.where(sal == crf, sal, 255).astype(np.uint8)
