@@ -4,6 +4,8 @@
 
 # %% ../nbs/07_deeplab.ipynb #dac98dc6
 from __future__ import annotations
+import math
+from collections import OrderedDict
 import numpy as np
 import torch
 import torch.nn as nn
@@ -11,7 +13,10 @@ import torch.nn.functional as F
 from .core import ConfigError, DataError, autocast
 
 # %% auto #0
-__all__ = ['DEFAULT_NECK', 'ASPP', 'DeepLabV2', 'MSC', 'resize_labels', 'msc_loss', 'build_deeplab', 'predict', 'crf_postprocess']
+__all__ = ['CAFFE_MEAN_BGR', 'DEEPLAB_PYTORCH_FILES', 'SEG_NETWORKS', 'DEFAULT_NECK', 'ASPP', 'DeepLabV2', 'MSC', 'resize_labels',
+           'msc_loss', 'ConvBnReLU', 'CaffeBottleneck', 'res_layer', 'caffe_stem', 'caffe_resnet_layers', 'CaffeASPP',
+           'DeepLabV2ResNet101', 'MSCFactor', 'load_deeplab_pytorch', 'build_deeplab_resnet101',
+           'CaffeResNet101Backbone', 'build_deeplab', 'predict', 'crf_postprocess']
 
 # %% ../nbs/07_deeplab.ipynb #218cc5f2
 class ASPP(nn.Module):
@@ -123,10 +128,226 @@ def msc_loss(outputs, # Logits (B,C,h,w) or a list of them (MSC training output)
         else: total = total + logits.sum() * 0.   # all ignored: CE would be NaN (0/0); contribute nothing
     return total
 
+# %% ../nbs/07_deeplab.ipynb #6685bb2c
+CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)  # deeplab-pytorch configs/voc12.yaml IMAGE.MEAN (B, G, R), 0-255 scale
+
+class ConvBnReLU(nn.Sequential):
+    "Conv (no bias) + BN (eps 1e-5, momentum 0.001) [+ ReLU], children named `conv`, `bn`, `relu` as in deeplab-pytorch."
+    def __init__(self,
+                 in_ch:int, # Input channels
+                 out_ch:int, # Output channels
+                 kernel_size:int, # Square kernel size
+                 stride:int=1, # Stride
+                 padding:int=0, # Zero padding
+                 dilation:int=1, # Dilation
+                 relu:bool=True): # Append a ReLU
+        super().__init__()
+        self.add_module('conv', nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, dilation, bias=False))
+        self.add_module('bn', nn.BatchNorm2d(out_ch, eps=1e-5, momentum=0.001))
+        if relu: self.add_module('relu', nn.ReLU())
+
+class CaffeBottleneck(nn.Module):
+    "Caffe/MSRA ResNet bottleneck: the stride sits in the 1x1 `reduce` conv; 3x3 `conv3x3` dilated; 1x1 `increase`; `shortcut`."
+    def __init__(self,
+                 in_ch:int, # Input channels
+                 out_ch:int, # Output channels (4x the bottleneck width)
+                 stride:int, # Stride of `reduce` and of the projection shortcut
+                 dilation:int, # Dilation (and padding) of the 3x3 conv
+                 downsample:bool): # Projection shortcut (1x1 conv + BN) instead of identity
+        super().__init__()
+        mid = out_ch // 4
+        self.reduce = ConvBnReLU(in_ch, mid, 1, stride, 0, 1, True)
+        self.conv3x3 = ConvBnReLU(mid, mid, 3, 1, dilation, dilation, True)
+        self.increase = ConvBnReLU(mid, out_ch, 1, 1, 0, 1, False)
+        self.shortcut = ConvBnReLU(in_ch, out_ch, 1, stride, 0, 1, False) if downsample else nn.Identity()
+
+    def forward(self, x): return F.relu(self.increase(self.conv3x3(self.reduce(x))) + self.shortcut(x))
+
+def res_layer(n_blocks:int, # Number of bottlenecks
+              in_ch:int, # Input channels
+              out_ch:int, # Output channels
+              stride:int, # Stride of the first block
+              dilation:int)->nn.Sequential: # Dilation of EVERY block (deeplab-pytorch: no multi-grid in v2)
+    "A ResNet stage `block1`..`blockN`; only `block1` strides and projects, all blocks share `dilation`."
+    return nn.Sequential(OrderedDict((f'block{i+1}', CaffeBottleneck(in_ch if i == 0 else out_ch, out_ch, stride if i == 0 else 1,
+                                                                      dilation, i == 0)) for i in range(n_blocks)))
+
+def caffe_stem()->nn.Sequential:
+    "`conv1` (7x7/2, 64 ch) + `pool` (3x3/2, pad 1, ceil_mode=True, unlike torchvision)."
+    return nn.Sequential(OrderedDict(conv1=ConvBnReLU(3, 64, 7, 2, 3, 1), pool=nn.MaxPool2d(3, 2, 1, ceil_mode=True)))
+
+def caffe_resnet_layers(n_blocks=(3, 4, 23, 3))->OrderedDict: # Blocks per stage (ResNet-101)
+    "deeplab-pytorch's dilated ResNet body at output stride 8: `layer1` stem, `layer2`..`layer5` (strides 1,2,1,1; dilations 1,1,2,4)."
+    return OrderedDict(layer1=caffe_stem(), layer2=res_layer(n_blocks[0], 64, 256, 1, 1),
+                       layer3=res_layer(n_blocks[1], 256, 512, 2, 1), layer4=res_layer(n_blocks[2], 512, 1024, 1, 2),
+                       layer5=res_layer(n_blocks[3], 1024, 2048, 1, 4))
+
+# %% ../nbs/07_deeplab.ipynb #7ceac315
+class CaffeASPP(nn.Module):
+    "deeplab-pytorch's ASPP: children `c0`..`c3`, 3x3 convs with bias at the given dilations, outputs summed."
+    def __init__(self,
+                 in_ch:int, # Input channels (2048)
+                 out_ch:int, # Classes
+                 rates=(6, 12, 18, 24)): # Dilation of each branch
+        super().__init__()
+        for i, r in enumerate(rates):
+            conv = nn.Conv2d(in_ch, out_ch, 3, 1, padding=r, dilation=r, bias=True)
+            nn.init.normal_(conv.weight, mean=0, std=0.01); nn.init.constant_(conv.bias, 0)
+            self.add_module(f'c{i}', conv)
+
+    def forward(self, x): return sum(c(x) for c in self.children())
+
+class DeepLabV2ResNet101(nn.Sequential):
+    "deeplab-pytorch's `DeepLabV2` (ResNet-101, OS 8, summed ASPP): module names equal theirs; BN frozen; Caffe input inside."
+    def __init__(self,
+                 n_classes:int, # Classes including background (VOC: 21)
+                 rates=(6, 12, 18, 24), # ASPP dilations (deeplab-pytorch voc12.yaml)
+                 n_blocks=(3, 4, 23, 3), # Blocks per stage (ResNet-101)
+                 freeze_bn:bool=True, # BN always in eval mode, affine parameters without grad (as deeplab-pytorch trains)
+                 input_format:str='imagenet'): # 'imagenet': input is ImageNet mean/std RGB, converted to Caffe BGR here; 'caffe': already BGR minus CAFFE_MEAN_BGR
+        if input_format not in ('imagenet', 'caffe'):
+            raise ConfigError(f"input_format must be 'imagenet' or 'caffe', got {input_format!r}")
+        if n_classes < 2: raise ConfigError(f"n_classes must count background and at least one class, got {n_classes}")
+        if not rates: raise ConfigError("rates must list at least one ASPP dilation rate")
+        super().__init__(caffe_resnet_layers(n_blocks))
+        self.add_module('aspp', CaffeASPP(2048, n_classes, rates))
+        self.freeze_bn, self.input_format, self.output_stride = freeze_bn, input_format, 8
+        from wsss_nb.data import IMAGENET_MEAN, IMAGENET_STD   # lazy: constants only
+        # x_caffe[c] = 255*(x[2-c]*std[2-c] + mean[2-c]) - mean_bgr[c]: per-channel scale and shift after a channel flip
+        self.register_buffer('_scale', torch.tensor([255*s for s in IMAGENET_STD][::-1]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('_shift', (torch.tensor([255*m for m in IMAGENET_MEAN][::-1]) - torch.tensor(CAFFE_MEAN_BGR)).view(1, 3, 1, 1), persistent=False)
+        if freeze_bn:
+            for bn in _bn_layers(self):
+                for p in bn.parameters(): p.requires_grad_(False)
+        self.train()
+
+    def to_caffe(self, x): # ImageNet-normalised RGB batch (B,3,H,W)
+        "BGR, 0-255, minus the Caffe mean: the input deeplab-pytorch's network was trained on."
+        return x.flip(1) * self._scale + self._shift
+
+    def forward(self, x):
+        if self.input_format == 'imagenet': x = self.to_caffe(x)
+        for m in self.children(): x = m(x)
+        return x
+
+    def train(self, mode:bool=True): # True: training mode (BN stays in eval mode if `freeze_bn`)
+        "Set train/eval mode; with `freeze_bn` every BN stays in eval mode (running statistics never change)."
+        super().train(mode)
+        if self.freeze_bn:
+            for bn in _bn_layers(self): bn.eval()
+        return self
+
+    def param_groups(self,
+                     lr:float, # Base learning rate
+                     weight_decay:float=5e-4)->list: # Weight decay of the 1x and 10x groups
+        "deeplab-pytorch's SGD groups: backbone convs 1x lr; ASPP weights 10x; ASPP biases 20x without weight decay."
+        body = [p for n, p in self.named_parameters() if not n.startswith('aspp.') and p.requires_grad]
+        aspp = list(self.aspp.children())
+        return [dict(params=body, lr=lr, weight_decay=weight_decay),
+                dict(params=[c.weight for c in aspp], lr=10*lr, weight_decay=weight_decay),
+                dict(params=[c.bias for c in aspp], lr=20*lr, weight_decay=0.0)]
+
+class MSCFactor(nn.Module):
+    "deeplab-pytorch's `MSC`: child `base`; extra inputs resized by `scale_factor` (bilinear, align_corners=False); max over logits resized to the full-scale logits."
+    def __init__(self,
+                 base:nn.Module, # Network returning logits
+                 scales=(0.5, 0.75)): # Extra input scales (1.0 always runs)
+        super().__init__()
+        self.base, self.scales = base, tuple(scales)
+
+    def forward(self, x):
+        logits = self.base(x)
+        pyramid = [self.base(F.interpolate(x, scale_factor=s, mode='bilinear', align_corners=False)) for s in self.scales]
+        logits_max = torch.stack([logits] + [F.interpolate(l, size=logits.shape[2:], mode='bilinear', align_corners=False)
+                                             for l in pyramid]).amax(0)
+        return [logits] + pyramid + [logits_max] if self.training else logits_max
+
+    def param_groups(self, lr:float, weight_decay:float=5e-4)->list: # Base lr; weight decay
+        "The base network's parameter groups."
+        return self.base.param_groups(lr, weight_decay)
+
+# %% ../nbs/07_deeplab.ipynb #929b2cdc
+DEEPLAB_PYTORCH_FILES = {  # what deeplab-pytorch ships (README "Pretrained models"; names as its configs use them)
+    'init': 'deeplabv1_resnet101-coco.pth',                 # DeepLabV1_ResNet101(91) converted from init.caffemodel: no prefix, `fc` 91-class 1x1 conv, no ASPP
+    'trained': 'deeplabv2_resnet101_msc-vocaug-20000.pth',  # DeepLabV2_ResNet101_MSC(21) trained on VOC train_aug: `base.` prefix
+}
+
+def load_deeplab_pytorch(model:nn.Module, # `DeepLabV2ResNet101` or `MSCFactor` around one
+                         weights, # Path to a deeplab-pytorch `.pth` or a state dict
+                         verbose:bool=True)->nn.Module: # Print what was skipped
+    """Load a deeplab-pytorch state dict as saved: trained MSC files (`base.` prefix) strictly; the COCO init
+    (`DeepLabV1_ResNet101`: no ASPP, a 91-class `fc`) into the body strictly, skipping `fc` and leaving ASPP random, as their `main.py` does."""
+    from wsss_nb.backbones import load_state_dict_file   # lazy
+    source = 'state dict' if isinstance(weights, dict) else str(weights)
+    sd = dict(weights) if isinstance(weights, dict) else load_state_dict_file(weights)
+    net = model.base if isinstance(model, MSCFactor) else model
+    if not isinstance(net, DeepLabV2ResNet101):
+        raise ConfigError(f"load_deeplab_pytorch loads into DeepLabV2ResNet101 (or MSCFactor around it), got {type(net).__name__}")
+    if any(k.startswith('base.') for k in sd): sd = {k[5:] if k.startswith('base.') else k: v for k, v in sd.items()}
+    skipped = sorted(k for k in sd if k.startswith('fc.'))
+    is_init = bool(skipped) and not any(k.startswith('aspp.') for k in sd)
+    if skipped:
+        if not is_init: raise DataError(f"{source}: holds both `fc.*` and `aspp.*` keys; expected a deeplab-pytorch DeepLabV1 init or a DeepLabV2 state dict")
+        if verbose: print(f"{source}: DeepLab-v1 init; skipping its classifier {skipped} (shape {tuple(sd['fc.weight'].shape)}); ASPP keeps its random init")
+        sd = {k: v for k, v in sd.items() if not k.startswith('fc.')}
+    own = net.state_dict()
+    missing = [k for k in own if k not in sd and not (is_init and k.startswith('aspp.')) and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [f"{k}: file {tuple(sd[k].shape)} vs network {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise DataError(f"{source} does not fit DeepLabV2ResNet101(n_classes={net.aspp.c0.out_channels}, {len(list(net.aspp.children()))} ASPP branches): "
+                        f"{len(missing)} missing keys {missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}, "
+                        f"{len(wrong)} shape mismatches {wrong[:3]}. Expected deeplab-pytorch's {DEEPLAB_PYTORCH_FILES['init']} or a "
+                        f"DeepLabV2_ResNet101_MSC state dict such as {DEEPLAB_PYTORCH_FILES['trained']}")
+    net.load_state_dict(sd, strict=False)   # every key checked above; ASPP (init) and num_batches_tracked may stay
+    return model
+
+def build_deeplab_resnet101(num_classes:int, # Classes including background (VOC: 21)
+                            pretrained=None, # None (random) or a deeplab-pytorch `.pth` (COCO init or trained)
+                            output_stride:int=8, # Must be 8 (the network is fixed at OS 8)
+                            rates=(6, 12, 18, 24), # ASPP rates
+                            msc:bool=True, # Wrap in `MSCFactor`
+                            msc_scales=(0.5, 0.75), # Extra MSC scales
+                            freeze_bn:bool=True, # Freeze BN
+                            neck:int=None)->nn.Module: # Must be None or 0 (no neck in deeplab-pytorch)
+    "deeplab-pytorch's `DeepLabV2_ResNet101_MSC` (or its base), optionally loaded from one of their `.pth` files."
+    if output_stride not in (None, 8): raise ConfigError(f"seg_backbone 'deeplab_resnet101' is fixed at output stride 8, got seg_output_stride={output_stride}")
+    if neck: raise ConfigError(f"seg_backbone 'deeplab_resnet101' has no neck (deeplab-pytorch), got neck={neck}")
+    if isinstance(pretrained, str) and pretrained == 'imagenet':
+        raise ConfigError("seg_pretrained 'imagenet' is not available for 'deeplab_resnet101' (Caffe ResNet, different layout from "
+                          f"torchvision's): download deeplab-pytorch's {DEEPLAB_PYTORCH_FILES['init']} and give its path")
+    net = DeepLabV2ResNet101(num_classes, rates=rates, freeze_bn=freeze_bn)
+    model = MSCFactor(net, msc_scales) if msc else net
+    return load_deeplab_pytorch(model, pretrained) if pretrained is not None else model
+
+SEG_NETWORKS = {'deeplab_resnet101': build_deeplab_resnet101}  # whole segmentation networks chosen by `seg_backbone` (others: backbone + `DeepLabV2`)
+
+# %% ../nbs/07_deeplab.ipynb #7320343c
+class CaffeResNet101Backbone(nn.Sequential):
+    "deeplab-pytorch's dilated ResNet-101 body (`layer1`..`layer5`, OS 8) as a registered backbone; input as `DeepLabV2ResNet101`'s 'caffe' format."
+    out_channels, output_stride = 2048, 8
+    def __init__(self): super().__init__(caffe_resnet_layers())
+    def forward_features(self, x): return self(x)
+
+def _register_backbone():
+    from wsss_nb.backbones import backbones, load_weights, load_state_dict_file   # lazy; the registry lives one layer down
+    @backbones.register('deeplab_resnet101')
+    def deeplab_resnet101(pretrained=None, output_stride=None, **kw):
+        "deeplab-pytorch's Caffe ResNet-101 body; as `seg_backbone` `build_deeplab` builds the whole `DeepLabV2_ResNet101_MSC`."
+        if output_stride not in (None, 8): raise ConfigError(f"'deeplab_resnet101' is fixed at output stride 8, got {output_stride}")
+        if pretrained == 'imagenet': raise ConfigError(f"'deeplab_resnet101' has no ImageNet weights here; use deeplab-pytorch's {DEEPLAB_PYTORCH_FILES['init']}")
+        m = CaffeResNet101Backbone()
+        if pretrained is None: return m
+        sd = {k[5:] if k.startswith('base.') else k: v for k, v in load_state_dict_file(pretrained).items()}
+        return load_weights(m, sd, str(pretrained), drop=('fc.', 'aspp.'))
+
+try: _register_backbone()
+except ImportError: pass   # backbones module unavailable: only `build_deeplab`'s dispatch works
+
 # %% ../nbs/07_deeplab.ipynb #0e1b1674
 DEFAULT_NECK = {'efficientnet_lite0': 256}  # backbones whose raw features need a BN projection before ASPP
 
-def build_deeplab(backbone:str, # Backbone name for `wsss_nb.backbones.get_backbone` (paper: 'resnet101')
+def build_deeplab(backbone:str, # 'deeplab_resnet101' (deeplab-pytorch, VOC configs) or a `get_backbone` name + `DeepLabV2` (demo: 'efficientnet_lite0')
                   num_classes:int, # Classes including background (VOC: 21)
                   pretrained=None, # Backbone weights (None: random init; see `get_backbone`)
                   output_stride:int=8, # Backbone output stride (paper: 8)
@@ -135,7 +356,10 @@ def build_deeplab(backbone:str, # Backbone name for `wsss_nb.backbones.get_backb
                   msc_scales=(0.5,0.75), # Extra MSC input scales
                   freeze_bn:bool=True, # Freeze backbone BatchNorm
                   neck:int=None)->nn.Module: # BN projection channels before ASPP; None: `DEFAULT_NECK` of the backbone (0 = paper)
-    "DeepLab-v2 (optionally MSC-wrapped) on a registered backbone."
+    "DeepLab-v2 (optionally MSC-wrapped): a `SEG_NETWORKS` name ('deeplab_resnet101': deeplab-pytorch's network) or a registered backbone + `DeepLabV2`."
+    if backbone in SEG_NETWORKS:   # a whole network (deeplab-pytorch's), not backbone + head
+        return SEG_NETWORKS[backbone](num_classes, pretrained=pretrained, output_stride=output_stride, rates=rates, msc=msc,
+                                      msc_scales=msc_scales, freeze_bn=freeze_bn, neck=neck)
     from wsss_nb.backbones import get_backbone   # lazy: the backbones module is optional for everything else here
     if num_classes < 2: raise ConfigError(f"num_classes must count background and at least one class, got {num_classes}")
     if not rates: raise ConfigError("rates must list at least one ASPP dilation rate")
