@@ -131,3 +131,23 @@ def test_registered_and_selected_by_config():
                 cfg = yaml.safe_load(p.read_text())
                 assert cfg['seg_backbone'] == 'deeplab_resnet101', p.name
                 assert cfg.get('seg_output_stride', 8) == 8, p.name
+
+def test_largefov_key_list_and_sizes():
+    """MCIS's ResNet-101 LargeFOV (GuoleiSun/MCIS_wsss segmentation/examples/seg/exp2/train_resnet_fov.prototxt): the
+    deeplab-pytorch body + pyram_conv1 (3x3 d12, 2048->1024, no bias), pyram_conv2 (1x1 1024->1024, no bias), score (1x1, bias)."""
+    from wsss_nb.deeplab import DeepLabLargeFOVResNet101, load_largefov
+    from wsss_nb.backbones import backbones
+    expected = {k[len('base.'):]: s for k, s in fixture_shapes().items() if not k.startswith('base.aspp.')}
+    expected.update({'pyram_conv1.weight': (1024, 2048, 3, 3), 'pyram_conv2.weight': (1024, 1024, 1, 1),
+                     'score.weight': (21, 1024, 1, 1), 'score.bias': (21,)})
+    m = build_deeplab('mcis_largefov_resnet101', 21, rates=(12,), msc=False)
+    assert isinstance(m, DeepLabLargeFOVResNet101) and 'mcis_largefov_resnet101' in backbones.names()
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == expected
+    sd = random_sd({k: s for k, s in fixture_shapes().items() if '.aspp.' not in k} |
+                   {'fc.weight': (91, 2048, 1, 1), 'fc.bias': (91,)}, torch.Generator().manual_seed(4))
+    load_largefov(m, sd, verbose=False)                     # body of a deeplab-pytorch file; fc skipped, head kept
+    assert torch.equal(m.layer5.block3.increase.conv.weight, sd['base.layer5.block3.increase.conv.weight'])
+    with pytest.raises(ConfigError, match='one LargeFOV dilation'): build_deeplab('mcis_largefov_resnet101', 21)
+    small = DeepLabLargeFOVResNet101(21, n_blocks=(1, 1, 1, 1)).train()
+    assert not small.layer3.block1.reduce.bn.training
+    with torch.no_grad(): assert small(torch.zeros(1, 3, 321, 321)).shape == (1, 21, 41, 41)

@@ -16,7 +16,8 @@ from .core import ConfigError, DataError, autocast
 __all__ = ['CAFFE_MEAN_BGR', 'DEEPLAB_PYTORCH_FILES', 'SEG_NETWORKS', 'DEFAULT_NECK', 'ASPP', 'DeepLabV2', 'MSC', 'resize_labels',
            'msc_loss', 'ConvBnReLU', 'CaffeBottleneck', 'res_layer', 'caffe_stem', 'caffe_resnet_layers', 'CaffeASPP',
            'DeepLabV2ResNet101', 'MSCFactor', 'load_deeplab_pytorch', 'build_deeplab_resnet101',
-           'CaffeResNet101Backbone', 'build_deeplab', 'predict', 'crf_postprocess']
+           'CaffeResNet101Backbone', 'DeepLabLargeFOVResNet101', 'load_largefov', 'build_largefov_resnet101',
+           'build_deeplab', 'predict', 'crf_postprocess']
 
 # %% ../nbs/07_deeplab.ipynb #218cc5f2
 class ASPP(nn.Module):
@@ -340,9 +341,100 @@ def _register_backbone():
         if pretrained is None: return m
         sd = {k[5:] if k.startswith('base.') else k: v for k, v in load_state_dict_file(pretrained).items()}
         return load_weights(m, sd, str(pretrained), drop=('fc.', 'aspp.'))
+    backbones.register('mcis_largefov_resnet101')(deeplab_resnet101)   # same body; `build_deeplab` builds MCIS's LargeFOV network
 
 try: _register_backbone()
 except ImportError: pass   # backbones module unavailable: only `build_deeplab`'s dispatch works
+
+# %% ../nbs/07_deeplab.ipynb #c4269b0c
+class DeepLabLargeFOVResNet101(nn.Sequential):
+    "MCIS's DeepLab ResNet-101 LargeFOV: deeplab-pytorch's body (`layer1`..`layer5`) + `pyram_conv1`/`pyram_conv2`/`score` (Caffe layer names)."
+    def __init__(self,
+                 n_classes:int, # Classes including background (VOC: 21)
+                 dilation:int=12, # Dilation of the 3x3 `pyram_conv1` (LargeFOV: 12)
+                 n_blocks=(3, 4, 23, 3), # Blocks per stage (ResNet-101)
+                 freeze_bn:bool=True, # BN frozen (Caffe `use_global_stats: true`)
+                 input_format:str='imagenet'): # 'imagenet' (converted to Caffe BGR here) or 'caffe'
+        if input_format not in ('imagenet', 'caffe'):
+            raise ConfigError(f"input_format must be 'imagenet' or 'caffe', got {input_format!r}")
+        if n_classes < 2: raise ConfigError(f"n_classes must count background and at least one class, got {n_classes}")
+        super().__init__(caffe_resnet_layers(n_blocks))
+        self.add_module('pyram_conv1', nn.Conv2d(2048, 1024, 3, padding=dilation, dilation=dilation, bias=False))
+        self.add_module('pyram_relu1', nn.ReLU())
+        self.add_module('pyram_conv2', nn.Conv2d(1024, 1024, 1, bias=False))
+        self.add_module('pyram_relu2', nn.ReLU())
+        self.add_module('score', nn.Conv2d(1024, n_classes, 1))
+        for c in (self.pyram_conv1, self.pyram_conv2): nn.init.xavier_uniform_(c.weight)       # prototxt: xavier
+        nn.init.kaiming_normal_(self.score.weight, mode='fan_in'); nn.init.zeros_(self.score.bias)  # msra
+        self.freeze_bn, self.input_format, self.output_stride = freeze_bn, input_format, 8
+        from wsss_nb.data import IMAGENET_MEAN, IMAGENET_STD
+        self.register_buffer('_scale', torch.tensor([255*s for s in IMAGENET_STD][::-1]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('_shift', (torch.tensor([255*m for m in IMAGENET_MEAN][::-1]) - torch.tensor(CAFFE_MEAN_BGR)).view(1, 3, 1, 1), persistent=False)
+        if freeze_bn:
+            for bn in _bn_layers(self):
+                for p in bn.parameters(): p.requires_grad_(False)
+        self.train()
+
+    to_caffe, forward = DeepLabV2ResNet101.to_caffe, DeepLabV2ResNet101.forward   # same Caffe input conversion and chaining
+
+    def train(self, mode:bool=True): # True: training mode (BN stays in eval mode if `freeze_bn`)
+        "Set train/eval mode; with `freeze_bn` every BN stays in eval mode."
+        nn.Module.train(self, mode)
+        if self.freeze_bn:
+            for bn in _bn_layers(self): bn.eval()
+        return self
+
+    def param_groups(self,
+                     lr:float, # Base learning rate
+                     weight_decay:float=5e-4)->list: # Weight decay (MCIS: decay_mult 1 everywhere)
+        "MCIS's groups: body 1x; `pyram_conv1`/`pyram_conv2`/`score` weights 10x; `score` bias 20x (with weight decay)."
+        head = ('pyram_conv', 'score')
+        body = [p for n, p in self.named_parameters() if not n.startswith(head) and p.requires_grad]
+        return [dict(params=body, lr=lr, weight_decay=weight_decay),
+                dict(params=[self.pyram_conv1.weight, self.pyram_conv2.weight, self.score.weight], lr=10*lr, weight_decay=weight_decay),
+                dict(params=[self.score.bias], lr=20*lr, weight_decay=weight_decay)]
+
+def load_largefov(model:nn.Module, # `DeepLabLargeFOVResNet101`
+                  weights, # Path or state dict: deeplab-pytorch layout body (`base.`/no prefix, `fc.*`/`aspp.*` skipped) [+ head keys]
+                  verbose:bool=True)->nn.Module: # Print what was skipped
+    "Load body keys strictly (all must be present and fit); head keys if present, else the head keeps its init."
+    from wsss_nb.backbones import load_state_dict_file
+    source = 'state dict' if isinstance(weights, dict) else str(weights)
+    sd = dict(weights) if isinstance(weights, dict) else load_state_dict_file(weights)
+    sd = {k[5:] if k.startswith('base.') else k: v for k, v in sd.items()}
+    skipped = sorted(k for k in sd if k.startswith(('fc.', 'aspp.')))
+    if skipped and verbose: print(f"{source}: skipping {len(skipped)} classifier keys ({skipped[0]} ...); the LargeFOV head keeps its init")
+    sd = {k: v for k, v in sd.items() if k not in skipped}
+    own, head = model.state_dict(), ('pyram_conv', 'score')
+    has_head = any(k.startswith(head) for k in sd)
+    missing = [k for k in own if k not in sd and not k.endswith('num_batches_tracked') and (has_head or not k.startswith(head))]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [f"{k}: file {tuple(sd[k].shape)} vs network {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise DataError(f"{source} does not fit DeepLabLargeFOVResNet101: {len(missing)} missing keys {missing[:4]}, "
+                        f"{len(unexpected)} unexpected keys {unexpected[:4]}, {len(wrong)} shape mismatches {wrong[:3]}")
+    model.load_state_dict(sd, strict=False)
+    return model
+
+def build_largefov_resnet101(num_classes:int, # Classes including background
+                             pretrained=None, # None or a `.pth` (see `load_largefov`)
+                             output_stride:int=8, # Must be 8
+                             rates=(12,), # One dilation for `pyram_conv1` (MCIS: 12)
+                             msc:bool=False, # Wrap in `MSCFactor` (MCIS: no MSC)
+                             msc_scales=(0.5, 0.75), # Extra MSC scales if `msc`
+                             freeze_bn:bool=True, # Freeze BN
+                             neck:int=None)->nn.Module: # Must be None or 0
+    "MCIS's DeepLab ResNet-101 LargeFOV, optionally loaded (`seg_backbone: mcis_largefov_resnet101`, `seg_rates: [12]`)."
+    if output_stride not in (None, 8): raise ConfigError(f"seg_backbone 'mcis_largefov_resnet101' is fixed at output stride 8, got {output_stride}")
+    if neck: raise ConfigError(f"seg_backbone 'mcis_largefov_resnet101' has no neck, got neck={neck}")
+    if len(tuple(rates)) != 1: raise ConfigError(f"seg_rates for 'mcis_largefov_resnet101' is the one LargeFOV dilation, e.g. [12]; got {list(rates)}")
+    if isinstance(pretrained, str) and pretrained == 'imagenet':
+        raise ConfigError("seg_pretrained 'imagenet' is not available for 'mcis_largefov_resnet101' (Caffe ResNet): give a converted init file")
+    net = DeepLabLargeFOVResNet101(num_classes, dilation=tuple(rates)[0], freeze_bn=freeze_bn)
+    if pretrained is not None: load_largefov(net, pretrained)
+    return MSCFactor(net, msc_scales) if msc else net
+
+SEG_NETWORKS['mcis_largefov_resnet101'] = build_largefov_resnet101
 
 # %% ../nbs/07_deeplab.ipynb #0e1b1674
 DEFAULT_NECK = {'efficientnet_lite0': 256}  # backbones whose raw features need a BN projection before ASPP
