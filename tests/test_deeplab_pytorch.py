@@ -151,3 +151,15 @@ def test_largefov_key_list_and_sizes():
     small = DeepLabLargeFOVResNet101(21, n_blocks=(1, 1, 1, 1)).train()
     assert not small.layer3.block1.reduce.bn.training
     with torch.no_grad(): assert small(torch.zeros(1, 3, 321, 321)).shape == (1, 21, 41, 41)
+
+def test_segmentation_stage_trains_and_reloads(tmp_path):
+    "`seg_backbone: deeplab_resnet101` through the unchanged segmentation stage: 2 iterations, then `load_segmenter`."
+    from wsss_nb.synthetic import make_synthetic
+    from wsss_nb.stages import train_segmentation, load_segmenter
+    root = make_synthetic(tmp_path/'synthetic', n_train=4, n_val=2, size=64, seed=0)
+    st = train_segmentation(run='dl', out_root=tmp_path/'out', dataset='synthetic', data_root=root, labels='gt',
+                            backbone='deeplab_resnet101', pretrained=None, rates=(6, 12, 18, 24), msc=True, iters=2,
+                            batch_size=2, crop_size=64, scales=[1.0], device='cpu', amp=False, num_workers=0, progress=False)
+    m, meta = load_segmenter(st.path/'model.pt')
+    assert isinstance(m, MSCFactor) and isinstance(m.base, DeepLabV2ResNet101) and meta['backbone'] == 'deeplab_resnet101'
+    with torch.no_grad(): assert m(torch.zeros(1, 3, 64, 64)).shape == (1, m.base.aspp.c0.out_channels, 9, 9)
