@@ -221,6 +221,8 @@ def test_voc12_cam_config_selects_irn():
     assert cfg['cam_scales'] == [1.0, 0.5, 1.5, 2.0] and cfg['cam_flip'] is True
     assert (cfg['cam_image_resize'], cfg['cam_upsample']) == ('pil_bicubic', 'strided_crop')
     assert cfg['pseudo_bg_threshold'] == 0.15 and cfg['cls_bn_eval'] is True
+    assert (cfg['cls_crop_size'], cfg['cls_batch_size'], cfg['cls_epochs'], cfg['cls_lr'], cfg['cls_weight_decay']) == (512, 16, 5, 0.1, 1e-4)
+    assert (cfg['cls_jitter'], cfg['cls_flip'], cfg['cls_scale_min'], cfg['cls_scale_max']) == (0.0, True, 320/500, 640/500)
     params = {**notebook_params('00_run_all'), **cfg}
     kw = stage_kwargs('cams', params)
     assert (kw['image_resize'], kw['upsample']) == ('pil_bicubic', 'strided_crop')
