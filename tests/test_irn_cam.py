@@ -235,3 +235,31 @@ def test_stage_refuses_a_bad_geometry_before_running(tmp_path):
     from wsss_nb.stages import make_cams
     with pytest.raises(ConfigError, match="cam_image_resize='bilinear'"):
         make_cams(run='x', out_root=tmp_path, image_resize='bilinear', device='cpu', progress=False)
+
+# ---------- IRN's CAM weight file ----------
+
+def _irn_file(net):
+    "A stand-in for IRN's res50_cam.pth: net.resnet50_cam.Net registers each layer as resnet50.*, stageN.* and backbone.N.*."
+    tv = {k.removeprefix('backbone.'): v for k, v in net.state_dict().items() if k.startswith('backbone.')}
+    stages = [('conv1.', 0, '0.'), ('bn1.', 0, '1.'), ('layer1.', 0, '4.'), ('layer2.', 1, '0.'), ('layer3.', 2, '0.'), ('layer4.', 3, '0.')]
+    out = {}
+    for k, v in tv.items():
+        out['resnet50.' + k] = v
+        pre, i, pos = next(s for s in stages if k.startswith(s[0]))
+        out[f'stage{i + 1}.{pos}{k[len(pre):]}'] = v
+        out[f'backbone.{i}.{pos}{k[len(pre):]}'] = v
+    out['classifier.weight'] = out['newly_added.0.weight'] = net.classifier.weight.detach().clone()
+    return out
+
+def test_irn_weight_file_loads_strictly():
+    from wsss_nb.cam import CAMNet, irn_cam_state_dict
+    from wsss_nb.core import DataError
+    torch.manual_seed(0)
+    src = CAMNet(get_backbone('resnet50_irn'), 20).eval()
+    f = _irn_file(src)
+    assert 'stage1.4.0.conv1.weight' in f and 'backbone.3.0.2.conv3.weight' in f and f['classifier.weight'].shape == (20, 2048, 1, 1)
+    dst = CAMNet(get_backbone('resnet50_irn'), 20).eval()
+    dst.load_state_dict(irn_cam_state_dict(f), strict=True)
+    for k, v in src.state_dict().items(): assert torch.equal(dst.state_dict()[k], v), k
+    with pytest.raises(DataError, match='res50_cam.pth'): irn_cam_state_dict({**f, 'aspp.weight': torch.zeros(1)}, 'res50_cam.pth')
+    with pytest.raises(DataError, match='classifier'): irn_cam_state_dict({k: v for k, v in f.items() if 'classifier' not in k and 'newly' not in k})

@@ -20,7 +20,8 @@ from .data import normalize, denormalize
 # %% auto #0
 __all__ = ['methods', 'IMAGE_RESIZES', 'UPSAMPLES', 'CAM_FORMAT', 'CAMNet', 'split_param_groups', 'cam_loss', 'MethodContext',
            'WSSSMethod', 'seed_numpy_worker', 'CAMMethod', 'get_method', 'method_names', 'strided_size',
-           'strided_up_size', 'pil_rescale', 'infer_cams', 'normalize_cams', 'save_cams', 'load_cams']
+           'strided_up_size', 'pil_rescale', 'infer_cams', 'normalize_cams', 'irn_cam_state_dict', 'save_cams',
+           'load_cams']
 
 # %% ../nbs/04_cam.ipynb #3ee2c289
 class CAMNet(nn.Module):
@@ -264,6 +265,27 @@ def normalize_cams(cams, # (...,H,W) non-negative maps, torch tensor or numpy ar
     if isinstance(cams, np.ndarray): return normalize_cams(torch.from_numpy(cams), eps).numpy()
     cams = F.relu(cams.float())
     return cams/(cams.amax(dim=(-2, -1), keepdim=True) + eps)
+
+# %% ../nbs/04_cam.ipynb #a86bd67c
+_IRN_STAGE = {'stage1.0.': 'conv1.', 'stage1.1.': 'bn1.', 'stage1.4.': 'layer1.', 'stage2.0.': 'layer2.', 'stage3.0.': 'layer3.', 'stage4.0.': 'layer4.'}
+
+def irn_cam_state_dict(sd:dict, # the state dict of IRN's `net.resnet50_cam.Net` (e.g. torch.load('res50_cam.pth'))
+                       source:str='IRN state dict')->dict: # where `sd` came from, for errors
+    "IRN's CAM-network keys -> `CAMNet(get_backbone('resnet50_irn'), 20)` keys; `DataError` naming keys it cannot place."
+    sd = {k.removeprefix('module.'): v for k, v in sd.items()}
+    out, unknown = {}, []
+    for k, v in sd.items():
+        if k.startswith('resnet50.'): out['backbone.' + k.removeprefix('resnet50.')] = v
+        elif k in ('classifier.weight', 'newly_added.0.weight'): out.setdefault('classifier.weight', v)
+        elif k.startswith(tuple(_IRN_STAGE)) or (k.startswith('backbone.') and k.split('.')[1].isdigit()): continue   # aliases
+        else: unknown.append(k)
+    if not any(k.startswith('resnet50.') for k in sd):   # a file with the stage aliases only
+        for k, v in sd.items():
+            for a, b in _IRN_STAGE.items():
+                if k.startswith(a): out['backbone.' + b + k[len(a):]] = v
+    if unknown: raise DataError(f"{source}: {len(unknown)} keys are not IRN's CAM network: {unknown[:4]}")
+    if 'classifier.weight' not in out: raise DataError(f"{source}: no 'classifier.weight' (IRN's 1×1 classifier)")
+    return out
 
 # %% ../nbs/04_cam.ipynb #c755d514
 CAM_FORMAT = 1  # version of the CAM file layout written by `save_cams`
