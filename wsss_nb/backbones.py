@@ -16,8 +16,8 @@ from .data import IMAGENET_MEAN, IMAGENET_STD  # the pipeline's input normalisat
 
 # %% auto #0
 __all__ = ['backbones', 'hub_checkpoint_path', 'weight_path_help', 'load_state_dict_file', 'load_weights', 'get_backbone',
-           'ResNetBackbone', 'resnet50', 'resnet101', 'VGG16D1', 'vgg16', 'ResNet38', 'resnet38', 'EfficientNetLite0',
-           'lite0_imagenet_state_dict', 'efficientnet_lite0', 'EfficientNetLite0Classifier',
+           'ResNetBackbone', 'resnet50', 'resnet101', 'resnet50_irn', 'VGG16D1', 'vgg16', 'ResNet38', 'resnet38',
+           'EfficientNetLite0', 'lite0_imagenet_state_dict', 'efficientnet_lite0', 'EfficientNetLite0Classifier',
            'efficientnet_lite0_classifier']
 
 # %% ../nbs/03_backbones.ipynb #4c7c3c01
@@ -99,16 +99,34 @@ def _load_pretrained(model, name, pretrained, imagenet_sd_fn):
 
 # %% ../nbs/03_backbones.ipynb #b1c25a25
 class ResNetBackbone(nn.Module):
-    "torchvision ResNet without avgpool/fc, dilated to `output_stride`; features 'layer1'..'layer4'."
+    "torchvision ResNet without avgpool/fc at `output_stride` (dilated or merely strided); features 'layer1'..'layer4'."
     def __init__(self,
                  depth:int=50, # 50 or 101
-                 output_stride:int=16): # 8, 16 or 32
+                 output_stride:int=16, # 8, 16 or 32
+                 dilated:bool=True, # replace the removed strides by dilation (DeepLab); False: just drop them (IRN)
+                 fixed_bn:bool=False, # BatchNorm always uses its running statistics, also in `train()` (IRN's FixedBatchNorm)
+                 frozen_stages:int=0): # 0: all trainable; 1..4: stem and layer1..layerN get no gradient (IRN: 2)
         super().__init__()
+        if frozen_stages not in range(5): raise ConfigError(f"frozen_stages must be 0..4, got {frozen_stages}")
         dil = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}[output_stride]
-        net = getattr(torchvision.models, f'resnet{depth}')(weights=None, replace_stride_with_dilation=dil)
+        net = getattr(torchvision.models, f'resnet{depth}')(weights=None, replace_stride_with_dilation=dil if dilated else None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.out_channels, self.output_stride = 2048, output_stride
+        if not dilated:   # stride 1 in the first block of each stride-free stage: its 3×3 conv and its 1×1 shortcut
+            for name, d in zip(('layer2', 'layer3', 'layer4'), dil):
+                if d: first = getattr(self, name)[0]; first.conv2.stride = first.downsample[0].stride = (1, 1)
+        self.fixed_bn, self.frozen_stages = fixed_bn, frozen_stages
+        for m in [nn.ModuleList([self.conv1, self.bn1])] + [self.layer1, self.layer2, self.layer3, self.layer4][:frozen_stages]:
+            m.requires_grad_(False)
+        self.out_channels, self.output_stride, self.dilated = 2048, output_stride, dilated
+
+    def train(self, mode:bool=True): # training mode for everything but (with `fixed_bn`) the BatchNorm layers
+        "`nn.Module.train`, keeping every BatchNorm in eval mode when `fixed_bn`."
+        super().train(mode)
+        if self.fixed_bn:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+        return self
 
     def forward_features(self, x)->dict:
         "Named intermediate maps: 'stem' (OS 4) and 'layer1'..'layer4'."
@@ -119,10 +137,10 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, x): return self.forward_features(x)['layer4']
 
-def _resnet(depth, pretrained=None, output_stride=None, allow_download=False):
-    name = f'resnet{depth}'
-    model = ResNetBackbone(depth, _check_os(name, output_stride, (8, 16, 32), 16))
-    return _load_pretrained(model, name, pretrained, lambda: _imagenet_torchvision_sd(name, allow_download))
+def _resnet(depth, pretrained=None, output_stride=None, allow_download=False, name=None, **kw):
+    name = name or f'resnet{depth}'
+    model = ResNetBackbone(depth, _check_os(name, output_stride, (8, 16, 32), 16), **kw)
+    return _load_pretrained(model, name, pretrained, lambda: _imagenet_torchvision_sd(f'resnet{depth}', allow_download))
 
 @backbones.register('resnet50')
 def resnet50(pretrained=None, # None, 'imagenet' or a local state_dict path
@@ -137,6 +155,14 @@ def resnet101(pretrained=None, # None, 'imagenet' or a local state_dict path
               allow_download:bool=False): # let torch.hub download missing ImageNet weights
     "Dilated ResNet-101 backbone (2048 channels)."
     return _resnet(101, pretrained, output_stride, allow_download)
+
+# %% ../nbs/03_backbones.ipynb #45a20036
+@backbones.register('resnet50_irn')
+def resnet50_irn(pretrained=None, # None, 'imagenet' (torchvision's ResNet-50 file) or a local state_dict path
+                 output_stride:int=None, # 16 (default, IRN), 8 or 32: the last strides dropped, never dilated
+                 allow_download:bool=False): # let torch.hub download missing ImageNet weights
+    "IRN's CAM backbone: ResNet-50 with strides (2,2,2,1) and no dilation, fixed BatchNorm, stem..layer2 frozen."
+    return _resnet(50, pretrained, output_stride, allow_download, name='resnet50_irn', dilated=False, fixed_bn=True, frozen_stages=2)
 
 # %% ../nbs/03_backbones.ipynb #f2d530b8
 class VGG16D1(nn.Module):

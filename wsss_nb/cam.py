@@ -14,10 +14,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .core import Registry, DataError, ConfigError, autocast, save_npz
 from .core import PolyLR
+from PIL import Image
+from .data import normalize, denormalize
 
 # %% auto #0
-__all__ = ['methods', 'CAM_FORMAT', 'CAMNet', 'split_param_groups', 'cam_loss', 'MethodContext', 'WSSSMethod',
-           'seed_numpy_worker', 'CAMMethod', 'get_method', 'method_names', 'infer_cams', 'normalize_cams', 'save_cams',
+__all__ = ['methods', 'IMAGE_RESIZES', 'UPSAMPLES', 'CAM_FORMAT', 'CAMNet', 'split_param_groups', 'cam_loss', 'MethodContext',
+           'WSSSMethod', 'seed_numpy_worker', 'CAMMethod', 'get_method', 'method_names', 'strided_size',
+           'strided_up_size', 'pil_rescale', 'infer_cams', 'normalize_cams', 'irn_cam_state_dict', 'save_cams',
            'load_cams']
 
 # %% ../nbs/04_cam.ipynb #3ee2c289
@@ -78,6 +81,8 @@ class MethodContext:
     epochs:int=1 # total training epochs
     scales:tuple=(1.0, 0.5, 1.5, 2.0) # CAM inference scales
     flip:bool=True # CAM inference with flipped copies
+    image_resize:str='tensor_bilinear' # how `infer_cams` rescales the image per scale ('tensor_bilinear' or 'pil_bicubic')
+    upsample:str='direct' # how `infer_cams` brings each scale's maps to the image size ('direct' or 'strided_crop')
     seed:int=0 # random seed
     progress:bool=False # show progress bars
     index:int=None # `infer` only: index in `dataset` of the image being inferred (set per image by the CAM stage)
@@ -136,7 +141,8 @@ class WSSSMethod:
               image:torch.Tensor, # (3,H,W) normalised image
               ctx:MethodContext)->torch.Tensor: # scales, flip, device, amp (and the dataset, for methods that need partners)
         "Test-time maps (K,H,W) of one image, non-negative, not normalised: multi-scale + flip `infer_cams` by default."
-        return infer_cams(lambda x: self.cams(model, x), image, scales=ctx.scales, flip=ctx.flip, device=ctx.device, amp=ctx.amp)
+        return infer_cams(lambda x: self.cams(model, x), image, scales=ctx.scales, flip=ctx.flip, device=ctx.device, amp=ctx.amp,
+                          image_resize=ctx.image_resize, upsample=ctx.upsample)
 
     def method_state(self)->dict:
         "State learned outside the network, saved in the training checkpoint (resume); the default has none."
@@ -185,6 +191,31 @@ def method_names()->list:
     return ['cam'] * ('cam' in names) + [n for n in names if n != 'cam']
 
 # %% ../nbs/04_cam.ipynb #0a33dce4
+IMAGE_RESIZES = ('tensor_bilinear', 'pil_bicubic')  # `infer_cams(image_resize=...)`
+UPSAMPLES = ('direct', 'strided_crop')  # `infer_cams(upsample=...)`
+
+def strided_size(size, # (H,W) of the image
+                 stride:int)->tuple: # the grid's stride
+    "(⌈H/stride⌉, ⌈W/stride⌉): the size of a stride-`stride` grid whose cells start at pixels 0, stride, 2·stride, ... (IRN's `cam` maps: stride 4)."
+    return tuple((int(n) - 1)//stride + 1 for n in size)
+
+def strided_up_size(size, # (H,W) of the image
+                    stride:int)->tuple: # the grid's stride
+    "`strided_size` × `stride`: H and W rounded up to a multiple of `stride` (IRN upsamples each scale's maps to it, stride 16)."
+    return tuple(n*stride for n in strided_size(size, stride))
+
+def pil_rescale(image:np.ndarray, # HxWx3 uint8 image
+                scale:float, # resize factor
+                resample=Image.BICUBIC)->np.ndarray: # a PIL filter
+    "The uint8 image resized by PIL to (round(H·scale), round(W·scale)) (IRN's and L2G's per-scale resize); the image itself at the same size."
+    h, w = image.shape[:2]
+    size = (max(1, round(h*scale)), max(1, round(w*scale)))
+    if size == (h, w): return image
+    return np.array(Image.fromarray(np.ascontiguousarray(image)).resize(size[::-1], resample))  # a writable copy
+
+def _check_choice(value, choices, name):
+    if value not in choices: raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
 def infer_cams(model_or_fn, # callable: (N,3,h,w) images -> (N,K,h',w') raw maps
                image:torch.Tensor, # (3,H,W) or (1,3,H,W) normalised image, or a (B,3,H,W) batch of same-size images
                scales=(1.0, 0.5, 1.5, 2.0), # image rescaling factors
@@ -193,27 +224,39 @@ def infer_cams(model_or_fn, # callable: (N,3,h,w) images -> (N,K,h',w') raw maps
                size=None, # (H,W) of the output; None = the image size
                device=None, # where to run; None = the image's device
                amp:bool=False, # bf16 autocast on CUDA
-               channels_last:bool=False)->torch.Tensor: # channels-last memory format (faster convs on GPU)
+               channels_last:bool=False, # channels-last memory format (faster convs on GPU)
+               image_resize:str='tensor_bilinear', # 'tensor_bilinear': bilinear resize of the normalised tensor; 'pil_bicubic': PIL bicubic of the uint8 image, then normalise (IRN)
+               upsample:str='direct', # 'direct': each scale's maps resized to `size`; 'strided_crop': to `size` rounded up to a multiple of `crop_stride`, then cropped (IRN's `high_res`)
+               crop_stride:int=16, # the rounding of 'strided_crop' (IRN: 16, the backbone's output stride)
+               raw=None)->torch.Tensor: # 'pil_bicubic': the uint8 image(s) HxWx3 or (B,H,W,3); None: recovered from `image` by `denormalize`
     "Sum of ReLU'd CAMs over scales and flips, upsampled to the image size: (K,H,W) for one image, (B,K,H,W) for a batch."
+    _check_choice(image_resize, IMAGE_RESIZES, 'image_resize'); _check_choice(upsample, UPSAMPLES, 'upsample')
     single = image.ndim == 3 or image.shape[0] == 1
     x = image[None] if image.ndim == 3 else image
     if x.ndim != 4 or x.shape[1] != 3: raise ConfigError(f"infer_cams expects (3,H,W) or (B,3,H,W) images, got {tuple(image.shape)}")
     B, _, H, W = x.shape
     size = tuple(size) if size is not None else (H, W)
+    out_size = strided_up_size(size, crop_stride) if upsample == 'strided_crop' else size
     device = torch.device(device) if device is not None else x.device
+    if image_resize == 'pil_bicubic':
+        raw = denormalize(x) if raw is None else np.asarray(raw).reshape(B, H, W, 3)
+        if raw.dtype != np.uint8: raise ConfigError(f"infer_cams: raw must be uint8 images, got {raw.dtype}")
     x, total = x.to(device, torch.float32), None
     with torch.inference_mode(), autocast(device, amp):
         for s in scales:
             hs, ws = max(1, round(H*s)), max(1, round(W*s))
-            xs = x if (hs, ws) == (H, W) else F.interpolate(x, size=(hs, ws), mode='bilinear', align_corners=False)
+            if (hs, ws) == (H, W): xs = x
+            elif image_resize == 'pil_bicubic': xs = torch.stack([normalize(pil_rescale(r, s)) for r in raw]).to(device)
+            else: xs = F.interpolate(x, size=(hs, ws), mode='bilinear', align_corners=False)
             if flip: xs = torch.cat([xs, xs.flip(-1)])      # image and mirror image in one batch
             if channels_last: xs = xs.contiguous(memory_format=torch.channels_last)
             maps = model_or_fn(xs).float()
             if keys is not None: maps = maps[:, list(keys)]
             maps = F.relu(maps)
             if flip: maps = maps[:B] + maps[B:].flip(-1)     # flip the mirrored maps back
-            maps = F.interpolate(maps, size=size, mode='bilinear', align_corners=False)
+            maps = F.interpolate(maps, size=out_size, mode='bilinear', align_corners=False)
             total = maps if total is None else total + maps
+    total = total[..., :size[0], :size[1]]   # 'strided_crop': the rows/columns beyond the image go
     return total[0] if single else total
 
 def normalize_cams(cams, # (...,H,W) non-negative maps, torch tensor or numpy array
@@ -222,6 +265,27 @@ def normalize_cams(cams, # (...,H,W) non-negative maps, torch tensor or numpy ar
     if isinstance(cams, np.ndarray): return normalize_cams(torch.from_numpy(cams), eps).numpy()
     cams = F.relu(cams.float())
     return cams/(cams.amax(dim=(-2, -1), keepdim=True) + eps)
+
+# %% ../nbs/04_cam.ipynb #a86bd67c
+_IRN_STAGE = {'stage1.0.': 'conv1.', 'stage1.1.': 'bn1.', 'stage1.4.': 'layer1.', 'stage2.0.': 'layer2.', 'stage3.0.': 'layer3.', 'stage4.0.': 'layer4.'}
+
+def irn_cam_state_dict(sd:dict, # the state dict of IRN's `net.resnet50_cam.Net` (e.g. torch.load('res50_cam.pth'))
+                       source:str='IRN state dict')->dict: # where `sd` came from, for errors
+    "IRN's CAM-network keys -> `CAMNet(get_backbone('resnet50_irn'), 20)` keys; `DataError` naming keys it cannot place."
+    sd = {k.removeprefix('module.'): v for k, v in sd.items()}
+    out, unknown = {}, []
+    for k, v in sd.items():
+        if k.startswith('resnet50.'): out['backbone.' + k.removeprefix('resnet50.')] = v
+        elif k in ('classifier.weight', 'newly_added.0.weight'): out.setdefault('classifier.weight', v)
+        elif k.startswith(tuple(_IRN_STAGE)) or (k.startswith('backbone.') and k.split('.')[1].isdigit()): continue   # aliases
+        else: unknown.append(k)
+    if not any(k.startswith('resnet50.') for k in sd):   # a file with the stage aliases only
+        for k, v in sd.items():
+            for a, b in _IRN_STAGE.items():
+                if k.startswith(a): out['backbone.' + b + k[len(a):]] = v
+    if unknown: raise DataError(f"{source}: {len(unknown)} keys are not IRN's CAM network: {unknown[:4]}")
+    if 'classifier.weight' not in out: raise DataError(f"{source}: no 'classifier.weight' (IRN's 1×1 classifier)")
+    return out
 
 # %% ../nbs/04_cam.ipynb #c755d514
 CAM_FORMAT = 1  # version of the CAM file layout written by `save_cams`

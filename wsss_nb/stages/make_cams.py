@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from ..core import ConfigError, Stage, configure_determinism, save_json
-from ..cam import MethodContext, WSSSMethod, infer_cams, load_cams, normalize_cams, save_cams
+from ..cam import MethodContext, WSSSMethod, infer_cams, load_cams, normalize_cams, save_cams, IMAGE_RESIZES, UPSAMPLES
 from ..metrics import cam_threshold_sweep
 from ..dist import barrier, init_distributed, on_main, shard
 from .common import auto_workers, _as_list, _dataset, _without_masks, _subset, _str
@@ -23,10 +23,14 @@ from .. import viz
 __all__ = ['make_cams', 'CamWriter', 'group_by_size', 'batched_cams']
 
 # %% ../../nbs/09c_stages.make_cams.ipynb #b6cd3cdd
+_GEOMETRY_DEFAULTS = dict(image_resize='tensor_bilinear', upsample='direct')  # `infer_cams`'s defaults
+
 def make_cams(run:str='smoke', out_root='outputs', dataset:str='synthetic', data_root='data/synthetic',
               split:str='train', # Split to make CAMs for (the segmentation network trains on it)
               scales:list=(1.0, 0.5, 1.5, 2.0), # Inference scales
               flip:bool=True, # Add horizontally flipped inputs
+              image_resize:str='tensor_bilinear', # Per-scale resize: 'tensor_bilinear' (the normalised tensor) or 'pil_bicubic' (the uint8 image, IRN)
+              upsample:str='direct', # Maps to the image size: 'direct' or 'strided_crop' (to a multiple of 16, then cropped: IRN's high_res)
               saliency_dir=None, # Saliency folder, for methods whose inference uses saliency
               device:str='auto', amp:bool=True, max_images:int=0, progress:bool=True,
               batch_size:int=None, # Images per forward pass (same-size images batched); None: 8 on CUDA, 1 on CPU; methods with their own `infer`: 1
@@ -38,6 +42,10 @@ def make_cams(run:str='smoke', out_root='outputs', dataset:str='synthetic', data
     cls = Stage(out_root, run, 'cls', {})
     params = dict(dataset=dataset, data_root=str(data_root), split=split, scales=list(scales), flip=flip,
                   saliency_dir=_str(saliency_dir), max_images=max_images)
+    geometry = dict(image_resize=image_resize, upsample=upsample)
+    for k, choices in (('image_resize', IMAGE_RESIZES), ('upsample', UPSAMPLES)):
+        if geometry[k] not in choices: raise ConfigError(f"cam_{k}={geometry[k]!r} is not one of {', '.join(map(repr, choices))}")
+    params.update({k: v for k, v in geometry.items() if v != _GEOMETRY_DEFAULTS[k]})  # at the defaults: fingerprints unchanged
     st = Stage(out_root, run, 'cams', params, upstream=[cls])
     if st.done: print(f"cams: already done with these parameters ({st.path})"); return st
     if batch_size is not None and batch_size < 1: raise ConfigError(f"cam_batch_size must be >= 1 (or None), got {batch_size}")
@@ -49,16 +57,19 @@ def make_cams(run:str='smoke', out_root='outputs', dataset:str='synthetic', data
     wsss, model, meta = load_classifier(cls.path/'model.pt', dev)
     ds = _subset(_dataset(dataset, data_root, split, saliency_dir, wsss.needs_saliency), max_images)
     ctx = MethodContext(dataset=_without_masks(ds), device=dev, amp=amp, out_dir=st.path, scales=tuple(scales), flip=flip, progress=progress,
-                        cls_dir=cls.path)
+                        cls_dir=cls.path, **geometry)
     todo = [i for i in shard(range(len(ds)), info.rank, info.world) if not (st.path/f'{ds.ids[i]}.npz').is_file()]  # resume: skip written files
     default_infer = type(wsss).infer is WSSSMethod.infer
+    if not default_infer and geometry != _GEOMETRY_DEFAULTS and not getattr(wsss, 'uses_cam_geometry', False):
+        raise ConfigError(f"cam_image_resize={image_resize!r} / cam_upsample={upsample!r} apply to the default CAM inference; method "
+                          f"{wsss.name!r} has its own `infer` (leave both at 'tensor_bilinear' / 'direct')")
     with CamWriter(st.path) as writer:
         if default_infer and (batch_size > 1 or num_workers > 0 or compile):
             cl = channels_last and dev.type == 'cuda'
             if cl: model = model.to(memory_format=torch.channels_last)
             fn = _maybe_compile(lambda x: wsss.cams(model, x), compile)
             batched_cams(fn, ds, todo, st.path, scales=tuple(scales), flip=flip, batch_size=batch_size, num_workers=num_workers,
-                         device=dev, amp=amp, channels_last=cl, progress=progress, writer=writer)
+                         device=dev, amp=amp, channels_last=cl, progress=progress, writer=writer, **geometry)
         else:
             for i in tqdm(todo, desc='cams', disable=not progress):
                 s = ds[i]; keys = torch.nonzero(s['label']).flatten()
@@ -103,7 +114,7 @@ class _CamInputs(Dataset):
     def __len__(self): return len(self.idx)
     def __getitem__(self, j):
         s = self.ds[self.idx[j]]
-        return dict(id=s['id'], image=s['image'], label=s['label'])
+        return dict(id=s['id'], image=s['image'], label=s['label'], raw=s.get('raw'))
 
 def group_by_size(samples:list)->list: # dicts with an 'image' (3,H,W)
     "Samples grouped by image size (first-seen order), so each group stacks into one batch."
@@ -119,7 +130,8 @@ def batched_cams(fn, # callable: (N,3,h,w) images -> (N,K,h',w') raw maps (e.g. 
                  batch_size:int=8, # images loaded per step; each same-size group is one forward per scale
                  num_workers:int=0, # DataLoader workers
                  device='cpu', amp:bool=False, channels_last:bool=False, progress:bool=False,
-                 writer:CamWriter=None): # background file writer (None: one for this call)
+                 writer:CamWriter=None, # background file writer (None: one for this call)
+                 image_resize:str='tensor_bilinear', upsample:str='direct'): # per-scale resize and upsampling, as `infer_cams`
     "Multi-scale + flip CAMs of many images, batched over same-size images (and their flips), saved as CAM files."
     cuda = torch.device(device).type == 'cuda'
     loader = DataLoader(_CamInputs(ds, idx), batch_size=batch_size, num_workers=num_workers, collate_fn=_as_list,
@@ -130,7 +142,9 @@ def batched_cams(fn, # callable: (N,3,h,w) images -> (N,K,h',w') raw maps (e.g. 
         for samples in loader:
             for group in group_by_size(samples):
                 x = torch.stack([s['image'] for s in group])
-                maps = infer_cams(fn, x, scales=scales, flip=flip, device=device, amp=amp, channels_last=channels_last)
+                raw = np.stack([s['raw'] for s in group]) if image_resize == 'pil_bicubic' and all(s['raw'] is not None for s in group) else None
+                maps = infer_cams(fn, x, scales=scales, flip=flip, device=device, amp=amp, channels_last=channels_last,
+                                  image_resize=image_resize, upsample=upsample, raw=raw)
                 if len(group) == 1: maps = maps[None]
                 for s, m in zip(group, maps):
                     keys = torch.nonzero(s['label']).flatten()
