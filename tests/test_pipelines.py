@@ -113,10 +113,14 @@ def test_eval_crf_also_scores_the_network_alone(smoke_run, tmp_path):
     before = json.loads((out/'smoke'/'scores.json').read_text())
     assert 'seg_miou_no_crf' not in before and before.get('eval_crf') is None
     sc = evaluate(run='smoke', out_root=out, dataset='synthetic', data_root=params['data_root'], crf=True, progress=False)
-    assert sc['eval_crf'] == 'deeplab'
+    assert sc['eval_crf'] == 'deeplab_rgb'                 # true: deeplab-pytorch's parameters on the RGB image
     assert sc['seg_miou_no_crf'] == pytest.approx(before['seg_miou']) and sc['seg_gt_miou_no_crf'] == pytest.approx(before['seg_gt_miou'])
     assert (out/'smoke'/'eval'/'scores_seg_gt_no_crf.json').is_file()
     assert 'without the test-time CRF' in (out/'smoke'/'report.md').read_text()
+    sc2 = evaluate(run='smoke', out_root=out, dataset='synthetic', data_root=params['data_root'], crf='deeplab', absent='ignore',
+                   pred255='background', progress=False)                 # the originals' conventions: a new evaluation
+    assert (sc2['eval_crf'], sc2['eval_absent'], sc2['eval_pred255']) == ('deeplab', 'ignore', 'background')
+    assert sc2['seg_miou_no_crf'] >= sc['seg_miou_no_crf'] - 1e-9     # 'ignore' only drops classes (IoU 0) from the mean
 
 def test_saliency_crf_refiner_ignores_where_the_cues_disagree(smoke_run, tmp_path):
     "refiner 'saliency_crf' in the pseudo stage: 255 exactly where the saliency rule and the CRF labels differ."

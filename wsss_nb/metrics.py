@@ -10,7 +10,7 @@ import torch
 from .core import DataError, ConfigError
 
 # %% auto #0
-__all__ = ['confusion_matrix', 'scores', 'scores_to_json', 'ConfusionMeter', 'cam_threshold_sweep']
+__all__ = ['ABSENT', 'PRED255', 'confusion_matrix', 'scores', 'scores_to_json', 'ConfusionMeter', 'cam_threshold_sweep']
 
 # %% ../nbs/05_metrics.ipynb #a2aec6bf
 def _np(x)->np.ndarray:
@@ -23,13 +23,17 @@ def confusion_matrix(pred, # Predicted labels, any shape (numpy or torch), value
                      num_classes:int, # Number of classes including background (VOC: 21)
                      ignore:int=255, # Label value meaning "void" (in gt) / "no prediction" (in pred)
                      ignore_pred:bool=False, # Drop pixels whose prediction is `ignore` instead of counting them as misses
-                     return_missed:bool=False): # Also return the per-class count of unpredicted pixels
+                     return_missed:bool=False, # Also return the per-class count of unpredicted pixels
+                     unpredicted_as:int=None): # Count pixels predicted `ignore` as this class instead (IRN: 0, background)
     "(C,C) int64 confusion matrix, rows = ground truth, columns = prediction, over pixels whose gt is a valid class."
     pred, gt = _np(pred), _np(gt)
     if pred.shape != gt.shape: raise DataError(f"pred shape {pred.shape} does not match gt shape {gt.shape}")
     pred, gt = pred.reshape(-1).astype(np.int64), gt.reshape(-1).astype(np.int64)
     valid = (gt >= 0) & (gt < num_classes)           # drops gt == ignore (and any other stray value)
     if ignore_pred: valid &= pred != ignore
+    if unpredicted_as is not None:
+        if not 0 <= unpredicted_as < num_classes: raise ConfigError(f"unpredicted_as must be a class in 0..{num_classes-1}, got {unpredicted_as}")
+        pred = np.where(pred == ignore, unpredicted_as, pred)
     pred, gt = pred[valid], gt[valid]
     unpredicted = pred == ignore
     bad = ~unpredicted & ((pred < 0) | (pred >= num_classes))
@@ -50,10 +54,22 @@ def _ratio(num, den):
 
 def _floats(a): return [float(v) for v in a]
 
+ABSENT = dict(zero="a class predicted but absent from the ground truth has IoU 0 and counts in the mean "
+                   "(PSA, IRN `step/eval_sem_seg.py`, MCIS `eval_res.py`: `np.nanmean` over all IoUs)",
+              ignore="classes with no ground-truth pixel are left out of the mean "
+                     "(deeplab-pytorch `libs/utils/metric.py` `scores()`: `nanmean(iu[hist.sum(1) > 0])`)")
+"Conventions for classes without ground-truth pixels in mIoU (`scores(absent=...)`, config key `eval_absent`)."
+
+def _check_absent(absent):
+    if absent not in ABSENT: raise ConfigError(f"absent (config key eval_absent) must be one of {', '.join(ABSENT)}; got {absent!r}")
+    return absent
+
 def scores(cm, # (C,C) confusion matrix, rows = ground truth
            class_names=None, # Optional C names; adds a 'per_class' name -> IoU mapping
-           missed=None)->dict: # Optional (C,) count of gt pixels with no prediction (false negatives)
+           missed=None, # Optional (C,) count of gt pixels with no prediction (false negatives)
+           absent:str='zero')->dict: # 'zero' or 'ignore': classes without ground truth in the mean (see `ABSENT`)
     "mIoU, per-class IoU/precision/recall, pixel accuracy, mean accuracy and frequency-weighted IoU of a confusion matrix."
+    _check_absent(absent)
     cm = _np(cm).astype(np.float64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]: raise DataError(f"confusion matrix must be square (C,C), got shape {cm.shape}")
     C = cm.shape[0]
@@ -65,7 +81,7 @@ def scores(cm, # (C,C) confusion matrix, rows = ground truth
     freq = _ratio(n_gt, n_gt.sum()) if n_gt.sum() > 0 else np.zeros(C)
     has_gt = n_gt > 0
     nanmean = lambda a: float(np.nanmean(a)) if np.isfinite(a).any() else float('nan')
-    out = dict(miou=nanmean(iou), iou=_floats(iou), pixel_acc=float(_ratio(tp.sum(), n_gt.sum())),
+    out = dict(miou=nanmean(iou[has_gt] if absent == 'ignore' else iou), iou=_floats(iou), pixel_acc=float(_ratio(tp.sum(), n_gt.sum())),
                mean_acc=nanmean(recall), precision=_floats(precision), recall=_floats(recall),
                fwiou=float((freq[has_gt]*iou[has_gt]).sum()), n_pixels=int(n_gt.sum()))
     if class_names is not None:
@@ -81,14 +97,27 @@ def scores_to_json(obj):
     return obj
 
 # %% ../nbs/05_metrics.ipynb #2a1e60a3
+PRED255 = dict(miss="a pixel predicted 255 (no label) is a false negative of its true class and a false positive of none "
+                    "(this library's default: a label map that abstains pays for it)",
+               background="a pixel predicted 255 counts as predicted background, class 0 (IRN `step/eval_sem_seg.py`: "
+                          "`cls_labels[cls_labels == 255] = 0`)",
+               ignore="pixels predicted 255 are left out, like void ground truth (precision of the confident pixels only)")
+"Conventions for predicted 255 (`ConfusionMeter(pred255=...)`, config key `eval_pred255`)."
+
 class ConfusionMeter:
     "Accumulates a confusion matrix (and unpredicted-pixel counts) over many images."
     def __init__(self,
                  num_classes:int, # Number of classes including background
                  ignore:int=255, # Void label in gt / "no prediction" label in pred
-                 ignore_pred:bool=False): # Drop unpredicted pixels instead of counting them as misses
+                 ignore_pred:bool=False, # Drop unpredicted pixels instead of counting them as misses (= pred255='ignore')
+                 pred255:str=None, # 'miss', 'background' or 'ignore' (see `PRED255`); default 'miss', or 'ignore' with ignore_pred
+                 absent:str='zero'): # 'zero' or 'ignore' (see `ABSENT`), used by `scores`
         if num_classes < 1: raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes, self.ignore, self.ignore_pred = num_classes, ignore, ignore_pred
+        if pred255 is None: pred255 = 'ignore' if ignore_pred else 'miss'
+        if pred255 not in PRED255: raise ConfigError(f"pred255 (config key eval_pred255) must be one of {', '.join(PRED255)}; got {pred255!r}")
+        if ignore_pred and pred255 != 'ignore': raise ConfigError(f"ignore_pred=True contradicts pred255={pred255!r}")
+        self.num_classes, self.ignore, self.pred255, self.absent = num_classes, ignore, pred255, _check_absent(absent)
+        self.ignore_pred = pred255 == 'ignore'
         self.reset()
 
     def reset(self):
@@ -100,18 +129,21 @@ class ConfusionMeter:
 
     def update(self, pred, gt): # Prediction and ground truth of one image (or a batch), same shape
         "Add one image's pixels."
-        cm, missed = confusion_matrix(pred, gt, self.num_classes, self.ignore, self.ignore_pred, return_missed=True)
+        cm, missed = confusion_matrix(pred, gt, self.num_classes, self.ignore, self.ignore_pred, return_missed=True,
+                                      unpredicted_as=0 if self.pred255 == 'background' else None)
         self.cm += cm; self.missed += missed; self.n_images += 1
         return self
 
     def scores(self, class_names=None)->dict: # Optional class names for 'per_class'
         "`scores` of the accumulated matrix."
-        return scores(self.cm, class_names, self.missed)
+        return scores(self.cm, class_names, self.missed, absent=self.absent)
 
     def __add__(self, other):
         if not isinstance(other, ConfusionMeter) or other.num_classes != self.num_classes:
             raise ConfigError(f"can only add a ConfusionMeter with num_classes={self.num_classes}")
-        out = ConfusionMeter(self.num_classes, self.ignore, self.ignore_pred)
+        if (other.pred255, other.absent) != (self.pred255, self.absent):
+            raise ConfigError(f"can only add ConfusionMeters with the same conventions: pred255/absent {self.pred255}/{self.absent} vs {other.pred255}/{other.absent}")
+        out = ConfusionMeter(self.num_classes, self.ignore, pred255=self.pred255, absent=self.absent)
         out.cm, out.missed = self.cm + other.cm, self.missed + other.missed
         out.n_images = self.n_images + other.n_images
         return out

@@ -10,8 +10,9 @@ from ..pseudo import as_cams_keys, label_ids, psa_background, saliency_labels, s
 from . import Refiner, refiners
 
 # %% auto #0
-__all__ = ['CRF_PSA', 'CRF_DEEPLAB', 'CRF_MCIS', 'CRF_PRESETS', 'PYDENSECRF_MISSING', 'require_pydensecrf', 'dense_crf',
-           'crf_params', 'crf_labels', 'psa_confident_labels', 'CRFRefiner']
+__all__ = ['CRF_PSA', 'CRF_DEEPLAB', 'CRF_MCIS', 'CRF_PRESETS', 'PYDENSECRF_MISSING', 'DEEPLAB_MEAN_BGR', 'CRF_IMAGES',
+           'require_pydensecrf', 'dense_crf', 'crf_image', 'crf_params', 'crf_labels', 'psa_confident_labels',
+           'CRFRefiner']
 
 # %% ../../nbs/06b_refine.crf.ipynb #da1238ed
 CRF_PSA = dict(n_iters=10, gauss_sxy=3, gauss_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10, clip=1e-5)
@@ -58,6 +59,29 @@ def dense_crf(image:np.ndarray, # HxWx3 uint8 RGB image
     d.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
     d.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.ascontiguousarray(image), compat=bilateral_compat)
     return np.asarray(d.inference(n_iters), np.float32).reshape(C, H, W)
+
+# %% ../../nbs/06b_refine.crf.ipynb #b48bd303
+DEEPLAB_MEAN_BGR = (104.008, 116.669, 122.675)
+"deeplab-pytorch's Caffe image mean, B, G, R (`configs/voc12.yaml` IMAGE.MEAN), subtracted without std."
+CRF_IMAGES = dict(rgb="the RGB image (this library's recipe)",
+                  bgr="the BGR image (MCIS `eval_res.py`: `cv2.imread`'s array goes to `do_crf1`)",
+                  deeplab="the mean-subtracted BGR float image cast to uint8: truncated toward zero, negatives wrap "
+                          "modulo 256 (deeplab-pytorch `main.py crf`)")
+"The conventions `crf_image` knows: the uint8 image each original hands pydensecrf's bilateral kernel."
+
+def crf_image(image:np.ndarray, # HxWx3 uint8 RGB image
+              mode:str='rgb', # 'rgb', 'bgr' or 'deeplab' (see `CRF_IMAGES`)
+              mean_bgr=DEEPLAB_MEAN_BGR)->np.ndarray: # B, G, R mean subtracted in 'deeplab' mode
+    "The HxWx3 uint8 image for `dense_crf`'s appearance kernel under an original's convention."
+    if mode not in CRF_IMAGES: raise ConfigError(f"CRF image mode must be one of {', '.join(CRF_IMAGES)}; got {mode!r}")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DataError(f"crf_image: image must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+    if mode == 'rgb': return np.ascontiguousarray(image)
+    bgr = image[..., ::-1]
+    if mode == 'bgr': return np.ascontiguousarray(bgr)
+    x = bgr.astype(np.float32) - np.asarray(mean_bgr, np.float32)     # float32, as the dataset's array
+    return np.ascontiguousarray((np.trunc(x).astype(np.int64) % 256).astype(np.uint8))
 
 # %% ../../nbs/06b_refine.crf.ipynb #7449355a
 def crf_params(preset, # a dict of `dense_crf` parameters, or a name in `CRF_PRESETS`

@@ -18,49 +18,71 @@ from .train_seg import load_segmenter
 from .. import viz
 
 # %% auto #0
-__all__ = ['evaluate', 'eval_crf_preset', 'collect_scores', 'write_report']
+__all__ = ['EVAL_CRF', 'evaluate', 'eval_crf_preset', 'check_eval_options', 'collect_scores', 'write_report']
 
 # %% ../../nbs/09f_stages.evaluate.ipynb #1a17d4b9
 def evaluate(run:str='smoke', out_root='outputs', dataset:str='synthetic', data_root='data/synthetic',
              split:str='val', # Evaluation split
              scales:list=(1.0,), # Test scales
              flip:bool=False, # Average with the flipped input
-             crf=False, # Dense-CRF post-processing: False, True (= 'deeplab') or a preset name ('deeplab', 'mcis', 'psa')
+             crf=False, # Test-time dense CRF: False, True (our recipe) or a name in `EVAL_CRF` ('deeplab', 'mcis', 'psa')
+             absent:str='zero', # mIoU over classes without ground truth: 'zero' or 'ignore' (`wsss_nb.metrics.ABSENT`)
+             pred255:str='miss', # Predicted 255: 'miss', 'background' or 'ignore' (`wsss_nb.metrics.PRED255`)
              device:str='auto', amp:bool=True, max_images:int=0, progress:bool=True)->dict:
     "Score every trained segmentation network of the run on `split`; write `scores.json` and `report.md`."
-    crf = eval_crf_preset(crf)
+    crf = eval_crf_preset(crf); check_eval_options(absent=absent, pred255=pred255)
     dev = get_device(device)
     ds = _subset(get_dataset(dataset, data_root, split), max_images)
     segs = [n for n in ('seg_pseudo', 'seg_gt') if (run_dir(out_root, run, n)/'_done.json').is_file()]
     if not segs: raise DataError(f"No trained segmentation network under {run_dir(out_root, run)}: run the segmentation stage first.")
     params = dict(dataset=dataset, data_root=str(data_root), split=split, scales=list(scales), flip=flip, crf=crf, max_images=max_images)
+    params.update({k: v for k, v in dict(absent=absent, pred255=pred255).items() if v != _EVAL_DEFAULTS[k]})  # defaults: old runs stay done
     st = Stage(out_root, run, 'eval', params, upstream=[Stage(out_root, run, n, {}) for n in segs])
     if not st.done:
         st.begin()
-        for name in segs: _eval_one(st.path, name, run_dir(out_root, run, name)/'model.pt', ds, scales, flip, crf, dev, amp, progress)
+        for name in segs: _eval_one(st.path, name, run_dir(out_root, run, name)/'model.pt', ds, scales, flip, crf, dev, amp, progress,
+                                    dict(absent=absent, pred255=pred255))
         st.finish(dict(evaluated=segs))
     scores = collect_scores(out_root, run)
     save_json(scores, run_dir(out_root, run)/'scores.json')
     write_report(out_root, run, ds)
     return scores
 
-def eval_crf_preset(crf)->str|None: # the `eval_crf` config value: False/None, True, or a preset name
-    "The CRF preset name evaluation uses (None: no CRF); `ConfigError` for anything else."
-    from wsss_nb.refine.crf import CRF_PRESETS   # a dict of parameters only: pydensecrf is imported when the CRF runs
-    if crf is None or crf is False: return None
-    if crf is True: return 'deeplab'
-    if isinstance(crf, str) and crf in CRF_PRESETS: return crf
-    raise ConfigError(f"eval_crf must be false, true (= 'deeplab') or one of {', '.join(CRF_PRESETS)}; got {crf!r}")
+EVAL_CRF = dict(deeplab_rgb=('deeplab', 'rgb'), deeplab=('deeplab', 'deeplab'), mcis=('mcis', 'bgr'), psa=('psa', 'rgb'))
+"""`eval_crf` name -> (CRF parameter preset of `wsss_nb.refine.crf.CRF_PRESETS`, image mode of `crf_image`).
+`true` = 'deeplab_rgb': deeplab-pytorch's parameters on the RGB image (this library's recipe); 'deeplab': deeplab-pytorch
+`main.py crf` exactly (its parameters, the mean-subtracted BGR image cast to uint8); 'mcis': MCIS `eval_res.py`
+(`do_crf1` parameters, BGR image); 'psa': PSA's CAM-CRF parameters on the RGB image."""
 
-def _eval_one(folder, name, ckpt, ds, scales, flip, crf, dev, amp, progress):
+_EVAL_DEFAULTS = dict(absent='zero', pred255='miss')
+
+def eval_crf_preset(crf)->str|None: # the `eval_crf` config value: False/None, True, or a name in `EVAL_CRF`
+    "The `EVAL_CRF` name evaluation uses (None: no CRF; True: 'deeplab_rgb'); `ConfigError` for anything else."
+    if crf is None or crf is False: return None
+    if crf is True: return 'deeplab_rgb'
+    if isinstance(crf, str) and crf in EVAL_CRF: return crf
+    raise ConfigError(f"eval_crf must be false, true (= 'deeplab_rgb', our recipe) or one of {', '.join(EVAL_CRF)}; got {crf!r}")
+
+def check_eval_options(crf=False, # config `eval_crf`
+                       absent:str='zero', # config `eval_absent`
+                       pred255:str='miss')->dict: # config `eval_pred255`
+    "The evaluation conventions, checked (one `ConfigError` naming the config key); for a check before stage 01."
+    from wsss_nb.metrics import ABSENT, PRED255
+    if absent not in ABSENT: raise ConfigError(f"eval_absent must be one of {', '.join(ABSENT)}; got {absent!r}")
+    if pred255 not in PRED255: raise ConfigError(f"eval_pred255 must be one of {', '.join(PRED255)}; got {pred255!r}")
+    return dict(crf=eval_crf_preset(crf), absent=absent, pred255=pred255)
+
+def _eval_one(folder, name, ckpt, ds, scales, flip, crf, dev, amp, progress, conv=None):
+    from wsss_nb.refine.crf import crf_image
     model, meta = load_segmenter(ckpt, dev)
-    meter, raw_meter, examples = ConfusionMeter(ds.num_classes), ConfusionMeter(ds.num_classes), []
+    meter, raw_meter, examples = ConfusionMeter(ds.num_classes, **(conv or {})), ConfusionMeter(ds.num_classes, **(conv or {})), []
     for i in tqdm(range(len(ds)), desc=f'eval {name}', disable=not progress):
         s = ds[i]; gt = s['mask'].numpy()
         with torch.inference_mode(): probs = _predict_probs(model, s['image'], scales, flip, dev, amp)
         if crf:
             raw_meter.update(probs.argmax(0), gt)          # the network alone, scored in the same pass
-            probs = crf_postprocess(s['raw'], probs, preset=crf)
+            preset, mode = EVAL_CRF[crf]
+            probs = crf_postprocess(crf_image(s['raw'], mode), probs, preset=preset)
         pred = probs.argmax(0).astype(np.uint8)
         meter.update(pred, gt)
         if len(examples) < 6: examples.append(dict(id=s['id'], image=s['raw'], pred=pred, gt=gt.astype(np.uint8)))
@@ -89,6 +111,7 @@ def collect_scores(out_root, run)->dict:
         f = rd/'eval'/f'scores_{name}_no_crf.json'           # written when evaluation applies a CRF
         if f.is_file(): out[f'{key}_no_crf'] = load_json(f)['miou']
     if (rd/'eval'/'_done.json').is_file(): out['eval_crf'] = load_json(rd/'eval'/'_params.json')['params'].get('crf')
+    if (rd/'eval'/'_done.json').is_file(): out.update({f'eval_{k}': load_json(rd/'eval'/'_params.json')['params'].get(k, v) for k, v in _EVAL_DEFAULTS.items()})
     if out.get('seg_miou') is not None and out.get('seg_gt_miou'): out['seg_ratio_to_gt'] = out['seg_miou']/out['seg_gt_miou']
     for name in ('cls', 'seg_pseudo', 'seg_gt'):
         if (s := _summary(name)): out[f'{name}_train_time_s'] = s['train_time_s']; out[f'{name}_peak_mem_mb'] = s['peak_mem_mb']
@@ -107,7 +130,7 @@ def write_report(out_root, run, ds=None)->Path:
                  seg_gt_miou_no_crf='... trained on ground truth, without the test-time CRF (%)')
     for k, label in names.items():
         if k in sc: lines.append(f'| {label} | {_fmt(sc[k])} |')
-    for k in ('cam_best_threshold', 'pseudo_bg_threshold', 'refiner', 'eval_crf'):
+    for k in ('cam_best_threshold', 'pseudo_bg_threshold', 'refiner', 'eval_crf', 'eval_absent', 'eval_pred255'):
         if k in sc: lines.append(f'| {k} | {sc[k]} |')
     for k, v in sc.items():
         if k.endswith('_time_s'): lines.append(f'| {k} | {v:.1f} |')
