@@ -190,3 +190,44 @@ def test_import_cli(cfg, ds, tmp_path, capsys):
 def test_map_state_dict_names_first_bad_key():
     t = {'a.w': torch.zeros(2), 'b.w': torch.zeros(3)}
     with pytest.raises(DataError, match=r"f.pth: no key maps onto the network's 'b.w' \(1 missing\)"): map_state_dict({'a.w': torch.ones(2)}, [('', '')], t, 'f.pth')
+
+# ---- the released layouts, from committed key lists ----
+@pytest.mark.parametrize('fmt,method,margs', [('psa_cls', 'cam', {}), ('sccam', 'sccam', dict(n_sub=10, restart_each_round=False)), ('l2g', 'l2g', {})])
+def test_released_heads_fit_the_resnet38_networks(fmt, method, margs):
+    "The released head keys and shapes land, by the importer's rules, on keys of the same shapes (networks built on the meta device)."
+    from wsss_nb.cam import get_method
+    from wsss_nb.backbones import get_backbone
+    from wsss_nb.importers import CLS_FORMATS
+    heads = json.loads((FIXTURES/'released_heads.json').read_text())[fmt]
+    with torch.device('meta'): net = get_method(method, **margs).build_model(get_backbone('resnet38', pretrained=None, output_stride=8), 20)
+    target = net.state_dict()
+    prefix = 'global_net.' if fmt == 'l2g' else ''
+    sd = {k.removeprefix('module.'): torch.zeros(s, device='meta') for k, s in heads.items()}
+    rules = [(s, d) for s, d in CLS_FORMATS[fmt]['rules'] if s]
+    target = {k[len(prefix):]: v for k, v in target.items() if k.startswith(prefix) and not k[len(prefix):].startswith('backbone.')}
+    target = {k: v for k, v in target.items() if k.startswith(tuple(d for _, d in rules))}
+    assert map_state_dict(sd, rules, target, fmt).keys() == target.keys()
+
+def test_released_affinity_heads_fit_the_rw_network():
+    from wsss_nb.refine import get_refiner
+    heads = json.loads((FIXTURES/'released_heads.json').read_text())['psa_aff']
+    with torch.device('meta'): net = get_refiner('rw', backbone='resnet38', pretrained=None)._build(None)
+    target = {k: v for k, v in net.state_dict().items() if not k.startswith('backbone.')}
+    rules = [('f8_3.', 'proj.0.'), ('f8_4.', 'proj.1.'), ('f8_5.', 'proj.2.'), ('f9.', 'mix.')]
+    assert map_state_dict({k: torch.zeros(s) for k, s in heads.items()}, rules, target, 'res38_aff.pth').keys() == target.keys()
+
+def test_spixelnet_import(tmp_path):
+    from wsss_nb.importers import import_spixelnet
+    from wsss_nb.methods.msa import SpixelNet
+    keys = json.loads((FIXTURES/'spixelnet1l_bn_keys.json').read_text())['keys']
+    assert len(keys) == 100
+    torch.manual_seed(0)
+    sd = {k: (torch.tensor(3) if not s else torch.rand(s)) for k, s in keys.items()}
+    torch.save({'state_dict': sd, 'epoch': 30}, tmp_path/'Q_model_final.pth')
+    net = SpixelNet(); net.load_state_dict(torch.load(import_spixelnet(tmp_path/'Q_model_final.pth', tmp_path/'scn.pth')))
+    assert len(net.state_dict()) == 94
+    torch.testing.assert_close(net.enc[4][1][0].weight, sd['conv4b.0.weight'], rtol=0, atol=0)
+    torch.testing.assert_close(net.fuse[0][0].weight, sd['conv0_1.0.weight'], rtol=0, atol=0)
+    torch.testing.assert_close(net.pred.bias, sd['pred_mask0.bias'], rtol=0, atol=0)
+    bad = dict(sd); bad['conv9a.0.weight'] = bad.pop('conv0a.0.weight'); torch.save(bad, tmp_path/'bad.pth')
+    with pytest.raises(DataError, match=r"bad.pth: key 'conv9a.0.weight' has no place"): import_spixelnet(tmp_path/'bad.pth', tmp_path/'x.pth')
