@@ -16,7 +16,7 @@ FIXTURES = Path(__file__).parent/'fixtures'
 
 @pytest.fixture
 def cfg(smoke_data, tmp_path):
-    return dict(run='released', out_root=str(tmp_path/'outputs'), dataset='synthetic', data_root=str(smoke_data), train_split='train',
+    return dict(run='voc', out_root=str(tmp_path/'outputs'), dataset='synthetic', data_root=str(smoke_data), train_split='train',
                 eval_split='val', method='cam', backbone='efficientnet_lite0', output_stride=16,
                 seg_backbone='efficientnet_lite0', seg_rates=[2, 4], seg_msc=False, seg_neck=0)
 
@@ -45,15 +45,15 @@ def _write_cams(fmt, folder, ds, stride=8, rng=np.random.default_rng(0)):
 @pytest.mark.parametrize('fmt', ['png', 'psa', 'irn'])
 def test_cam_import_then_pseudo_stage(fmt, cfg, ds, tmp_path):
     from wsss_nb.stages import make_pseudo_labels
-    _write_cams(fmt, tmp_path/'released', ds)
-    st = import_cams(tmp_path/'released', fmt, cfg)
+    _write_cams(fmt, tmp_path/'released_cams', ds)
+    st = import_cams(tmp_path/'released_cams', fmt, cfg)
     assert_cam_files(st.path, ds)
     d = _done(st)
-    assert d['summary']['imported']['sha256'] == file_sha256(tmp_path/'released') and 0 <= d['summary']['cam_miou'] <= 1
-    p = make_pseudo_labels('released', cfg['out_root'], 'synthetic', cfg['data_root'], refiner='none', progress=False)
+    assert d['summary']['imported']['sha256'] == file_sha256(tmp_path/'released_cams') and 0 <= d['summary']['cam_miou'] <= 1
+    p = make_pseudo_labels('voc_released', cfg['out_root'], 'synthetic', cfg['data_root'], refiner='none', progress=False)
     assert_label_files(p.path/'labels', ds)
     assert json.loads((p.path/'_params.json').read_text())['upstream']['cams'] == d['fingerprint']
-    again = import_cams(tmp_path/'released', fmt, cfg)   # same file: the stage is the same (and downstream stays valid)
+    again = import_cams(tmp_path/'released_cams', fmt, cfg)   # same file: the stage is the same (and downstream stays valid)
     assert again.fingerprint == d['fingerprint']
 
 def test_cam_import_errors(cfg, ds, tmp_path):
@@ -76,7 +76,7 @@ def test_pseudo_import_then_seg_stage(cfg, ds, tmp_path):
     st = import_pseudo(tmp_path/'labels', cfg)
     assert_label_files(st.path/'labels', ds)
     assert _done(st)['summary']['miou_after'] == pytest.approx(1.0)
-    seg = train_segmentation('released', cfg['out_root'], 'synthetic', cfg['data_root'], backbone='efficientnet_lite0', pretrained=None,
+    seg = train_segmentation('voc_released', cfg['out_root'], 'synthetic', cfg['data_root'], backbone='efficientnet_lite0', pretrained=None,
                              rates=[2, 4], msc=False, iters=2, batch_size=4, crop_size=32, neck=0, progress=False, amp=False)
     assert (seg.path/'model.pt').is_file()
 
@@ -109,7 +109,7 @@ def test_psa_cls_import_then_cam_stage(cfg, ds, tmp_path):
     _, model, meta = load_classifier(st.path/'model.pt')
     for k, v in net.state_dict().items(): torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
     assert meta['imported']['sha256'] == file_sha256(tmp_path/'res38_cls.pth')
-    cams = make_cams('released', cfg['out_root'], 'synthetic', cfg['data_root'], scales=[1.0], flip=False, progress=False, amp=False, max_images=4)
+    cams = make_cams('voc_released', cfg['out_root'], 'synthetic', cfg['data_root'], scales=[1.0], flip=False, progress=False, amp=False, max_images=4)
     assert len(list(cams.path.glob('*.npz'))) == 4
 
 def test_cls_import_errors(cfg, tmp_path):
@@ -171,7 +171,7 @@ def test_deeplab_import_then_evaluate(cfg, tmp_path):
     seg = build_deeplab('efficientnet_lite0', 9, pretrained=None, output_stride=8, rates=(2, 4), msc=False, neck=0)
     torch.save({'model': {'module.' + k: v for k, v in seg.state_dict().items()}}, tmp_path/'deeplab.pth')
     st = import_deeplab(tmp_path/'deeplab.pth', cfg)
-    sc = evaluate('released', cfg['out_root'], 'synthetic', cfg['data_root'], progress=False, amp=False, max_images=2)
+    sc = evaluate('voc_released', cfg['out_root'], 'synthetic', cfg['data_root'], progress=False, amp=False, max_images=2)
     assert 0 <= sc['seg_miou'] <= 1
     sd = seg.state_dict(); k = next(iter(sd)); sd[k + '_extra'] = sd[k]; torch.save(sd, tmp_path/'x.pth')
     with pytest.raises(DataError, match=rf"x.pth: key '{k}_extra' has no place"): import_deeplab(tmp_path/'x.pth', cfg)
@@ -183,7 +183,7 @@ def test_import_cli(cfg, ds, tmp_path, capsys):
     p = argparse.ArgumentParser(); add_import_parser(p.add_subparsers())
     a = p.parse_args(['import', 'cams', str(tmp_path/'c'), str(tmp_path/'cfg.yaml'), '--format', 'psa'])
     assert a.func(a) == 0
-    assert '--stages 03_make_pseudo 04_train_seg 05_evaluate' in capsys.readouterr().out
+    assert 'run=voc_released --stages 03_make_pseudo 04_train_seg 05_evaluate' in capsys.readouterr().out
     a = p.parse_args(['import', 'cams', str(tmp_path/'c'), str(tmp_path/'cfg.yaml')])
     with pytest.raises(ConfigError, match='needs --format'): a.func(a)
 
