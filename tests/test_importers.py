@@ -231,3 +231,26 @@ def test_spixelnet_import(tmp_path):
     torch.testing.assert_close(net.pred.bias, sd['pred_mask0.bias'], rtol=0, atol=0)
     bad = dict(sd); bad['conv9a.0.weight'] = bad.pop('conv0a.0.weight'); torch.save(bad, tmp_path/'bad.pth')
     with pytest.raises(DataError, match=r"bad.pth: key 'conv9a.0.weight' has no place"): import_spixelnet(tmp_path/'bad.pth', tmp_path/'x.pth')
+
+DEEPLAB_KEYS = FIXTURES/'deeplab_pytorch_resnet101_msc.txt'   # committed by the deeplab-pytorch work (issue 16)
+
+def test_deeplab_pytorch_trained_file_import(cfg, tmp_path):
+    "deeplab-pytorch's trained MSC file, as saved (key list and shapes from the fixture; ASPP sized for the smoke classes), becomes seg_pseudo/."
+    from wsss_nb import deeplab
+    if 'deeplab_resnet101' not in getattr(deeplab, 'SEG_NETWORKS', {}) or not DEEPLAB_KEYS.is_file():
+        pytest.skip("needs wsss_nb.deeplab's deeplab-pytorch network and its key fixture (issue 16)")
+    sd = {}
+    for line in DEEPLAB_KEYS.read_text().split('\n'):
+        if not line.strip(): continue
+        k, s = line.split()
+        shape = [] if s == '-' else [int(x) for x in s.split('x')]
+        if '.aspp.' in k and shape[0] == 21: shape[0] = 9   # the smoke dataset has 9 classes
+        sd[k] = torch.zeros(shape, dtype=torch.long) if s == '-' else torch.randn(shape)*0.01
+    torch.save(sd, tmp_path/'deeplabv2_resnet101_msc-vocaug-20000.pth')
+    c = dict(cfg, seg_backbone='deeplab_resnet101', seg_rates=[6, 12, 18, 24], seg_msc=True, seg_neck=None)
+    st = import_deeplab(tmp_path/'deeplabv2_resnet101_msc-vocaug-20000.pth', c)
+    ck = torch.load(st.path/'model.pt', weights_only=False)
+    torch.testing.assert_close(ck['model']['base.aspp.c0.weight'], sd['base.aspp.c0.weight'], rtol=0, atol=0)
+    k = next(k for k in sd if '.aspp.' in k and k.endswith('weight'))
+    sd[k] = torch.zeros(21, *sd[k].shape[1:]); torch.save(sd, tmp_path/'voc21.pth')
+    with pytest.raises(DataError, match=rf"voc21.pth: key '{k}' has shape \(21,"): import_deeplab(tmp_path/'voc21.pth', c)
