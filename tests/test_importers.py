@@ -254,3 +254,16 @@ def test_deeplab_pytorch_trained_file_import(cfg, tmp_path):
     k = next(k for k in sd if '.aspp.' in k and k.endswith('weight'))
     sd[k] = torch.zeros(21, *sd[k].shape[1:]); torch.save(sd, tmp_path/'voc21.pth')
     with pytest.raises(DataError, match=rf"voc21.pth: key '{k}' has shape \(21,"): import_deeplab(tmp_path/'voc21.pth', c)
+
+def test_import_cli_spixelnet_and_affinity(cfg, tmp_path):
+    import argparse, yaml
+    from wsss_nb.methods.msa import SpixelNet
+    from wsss_nb.importers import spixelnet_key
+    inv = {}
+    for k in json.loads((FIXTURES/'spixelnet1l_bn_keys.json').read_text())['keys']:
+        if spixelnet_key(k): inv[spixelnet_key(k)] = k
+    torch.save({inv[k]: v for k, v in SpixelNet().state_dict().items()}, tmp_path/'Q.pth')
+    (tmp_path/'cfg.yaml').write_text(yaml.safe_dump(cfg))
+    p = argparse.ArgumentParser(); add_import_parser(p.add_subparsers())
+    a = p.parse_args(['import', 'spixelnet', str(tmp_path/'Q.pth'), str(tmp_path/'cfg.yaml')])
+    assert a.func(a) == 0 and (Path(cfg['out_root'])/'voc_released'/'imported'/'spixelnet.pth').is_file()
