@@ -317,7 +317,7 @@ PIPELINE_STAGES = (
     dict(stage='classifier', what='image-level labels only', modules=('backbones', 'cam', 'methods.*'), lessons='03, 04, 11–15', pipeline='01_train_cls'),
     dict(stage='CAMs', what='multi-scale + flip maps', modules=('cam',), lessons='04', pipeline='02_make_cams'),
     dict(stage='pseudo-labels', what='background threshold', modules=('pseudo',), lessons='06', pipeline='03_make_pseudo'),
-    dict(stage='refinement', what='CRF, random walk, saliency', modules=('pseudo', 'refine.rw', 'refine.crf_torch'), lessons='06, 16, 17', pipeline='03_make_pseudo'),
+    dict(stage='refinement', what='CRF, random walk, saliency', modules=('refine.crf', 'refine.crf_torch', 'refine.rw', 'pseudo'), lessons='06b, 17, 16, 06', pipeline='03_make_pseudo'),
     dict(stage='DeepLab-v2', what='trained on pseudo-labels', modules=('deeplab',), lessons='07', pipeline='04_train_seg'),
     dict(stage='mIoU', what='against the masks (val)', modules=('metrics',), lessons='05', pipeline='05_evaluate'))
 
