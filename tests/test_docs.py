@@ -1,7 +1,7 @@
 "`wsss_nb.docs`: the static HTML site (one self-contained page per notebook, an index), the CLI parser, the README thumbnail and the links of nbs/index.ipynb."
 import argparse, base64, io, json, re
 from pathlib import Path
-import nbformat
+import nbformat, pytest
 from nbformat.v4 import new_notebook, new_markdown_cell, new_code_cell, new_output
 from PIL import Image
 from conftest import ROOT
@@ -42,7 +42,7 @@ def test_build_docs_pages_images_and_index(tmp_path):
     assert 'href="../02_fig.html"' in (site/'pipelines/01_stage.html').read_text()
     index = (site/'index.html').read_text()
     assert re.findall(r'href="([^"]+)"', index) == ['overview.html', '02_fig.html', 'pipelines/01_stage.html']
-    assert '02 &middot; fig</a> &mdash; A lesson with a figure' in index and '<h2>pipelines</h2>' in index
+    assert '02 &middot; fig</a> &mdash; A lesson with a figure' in index and '<h2>Appendix: pipelines</h2>' in index and '<h2>The pipeline, stage by stage</h2>' in index
 
 def test_docs_cli_parser(tmp_path, capsys):
     p = argparse.ArgumentParser(prog='wsss-nb'); add_docs_parser(p.add_subparsers(dest='cmd'))
@@ -78,3 +78,49 @@ def test_index_notebook_links_exist():
     mods = set(re.findall(r'`wsss_nb\.([\w.]+?)(?:\.\*)?`', md))
     assert {'cam', 'pseudo', 'deeplab', 'metrics', 'docs'} <= mods
     assert [m for m in mods if not ((ROOT/'wsss_nb'/m.replace('.', '/')).with_suffix('.py').is_file() or (ROOT/'wsss_nb'/m).is_dir())] == []
+
+# --- the site in a real browser -------------------------------------------------------------------------------------
+import html as _html, shutil, subprocess
+
+def _chromium():
+    for name in ('chromium', 'chromium-browser', 'google-chrome'):
+        if (exe := shutil.which(name)): return exe
+    return None
+
+def _visible_text(dom:str)->str:
+    "Text a reader sees: no scripts, styles, code listings or MathJax's own (hidden) copies of the TeX."
+    dom = re.sub(r'(?is)<(script|style|pre|code|textarea)\b.*?</\1>', ' ', dom)
+    dom = re.sub(r'(?is)<span class="MJX_Assistive_MathML".*?</span>', ' ', dom)
+    return _html.unescape(re.sub(r'<[^>]+>', ' ', dom))
+
+LESSONS_IN_BROWSER = ('06_pseudo', '11_sccam')   # two lessons with formulas and figures, plus the contents and start pages
+
+def test_site_in_headless_chromium(tmp_path):
+    "The contents page, the start page and two lessons, after their JavaScript ran: math typeset (no raw `$...$`), images there, no error box."
+    exe = _chromium()
+    if exe is None: pytest.skip('no chromium on PATH (Debian: apt-get install -y chromium)')
+    from wsss_nb.docs import find_mathjax
+    if find_mathjax() is None: pytest.skip('no local MathJax (pip install jupyter-server-mathjax, or apt-get install libjs-mathjax)')
+    nbs = tmp_path/'nbs'; nbs.mkdir()
+    for name in ('index',) + LESSONS_IN_BROWSER: shutil.copy(ROOT/'nbs'/f'{name}.ipynb', nbs)
+    shutil.copytree(ROOT/'nbs'/'images', nbs/'images')
+    site = tmp_path/'site'; build_docs(site, nbs)
+    for page in ['index.html', 'overview.html'] + [f'{n}.html' for n in LESSONS_IN_BROWSER]:
+        r = subprocess.run([exe, '--headless', '--no-sandbox', '--disable-gpu', '--allow-file-access-from-files',
+                            '--virtual-time-budget=20000', '--dump-dom', (site/page).as_uri()], capture_output=True, text=True, timeout=120)
+        dom = r.stdout
+        assert r.returncode == 0 and '</html>' in dom, f'{page}: chromium failed: {r.stderr[-500:]}'
+        text = _visible_text(dom)
+        raw = re.findall(r'\$\$?[^$\n]{1,120}\$\$?', text)
+        assert not raw, f'{page}: formulas left as raw TeX: {raw[:3]}'
+        assert 'Math Processing Error' not in dom and 'class="MathJax_Error"' not in dom, f'{page}: MathJax failed'
+        for src in re.findall(r'<img\b[^>]*?\bsrc="([^"]*)"', dom):
+            assert src.startswith('data:image/') or (site/page).parent.joinpath(src).is_file(), f'{page}: missing image {src[:80]}'
+        assert 'data-mime-type="application/vnd.jupyter.stderr"' not in dom, f'{page}: a warning/stderr box is shown'
+        assert not re.search(r'jp-OutputArea-output[^>]*>\s*<pre>\s*(<span[^>]*>)?\s*-{5,}', dom) and 'Traceback (most recent call last)' not in text, f'{page}: an error box'
+        assert not re.search(r'\bIn\s*\[\s*\d*\s*\]:', text), f'{page}: an input prompt is shown'
+        if page.startswith(LESSONS_IN_BROWSER):
+            assert 'MathJax' in dom and re.search(r'class="(MathJax|MJX)', dom), f'{page}: no typeset formula'
+            body = dom.index('<body')
+            assert dom.index('<h1', body) < dom.index('jp-CodeCell', body), f'{page}: the title is not first'
+            assert re.search(r'<img\b[^>]*src="data:image/png', dom), f'{page}: no figure'

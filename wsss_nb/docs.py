@@ -11,8 +11,8 @@ from .core import ConfigError, WSSSError, atomic_write, project_root, resolve_pa
 from .viz import InlineFigure
 
 # %% auto #0
-__all__ = ['PIPELINE_STAGES', 'list_notebooks', 'lesson_notebooks', 'notebook_title', 'render_notebook', 'build_docs',
-           'execute_notebooks', 'pipeline_diagram', 'add_docs_parser', 'run_docs']
+__all__ = ['READING_PATH', 'PIPELINE_STAGES', 'list_notebooks', 'lesson_notebooks', 'notebook_title', 'find_mathjax',
+           'render_notebook', 'build_docs', 'execute_notebooks', 'pipeline_diagram', 'add_docs_parser', 'run_docs']
 
 # %% ../nbs/20_docs.ipynb #c1c1f6f7
 def _skipped(rel:Path)->bool: return any(part.startswith(('_', '.')) for part in rel.parts)
@@ -63,19 +63,38 @@ def _directives(source:str)->tuple:
         found[m[1]] = m[2]; lines = lines[1:]
     return found, '\n'.join(lines)
 
+def _only_imports(src:str)->bool:
+    "Is the code nothing but `import` / `from ... import` statements?"
+    import ast
+    try: body = ast.parse(src).body
+    except SyntaxError: return False
+    return bool(body) and all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body)
+
+def _imports_cell(sources:list):
+    "A raw HTML cell: the notebook's import cells, collapsed under a `<details>` line."
+    from nbformat.v4 import new_raw_cell
+    code = html.escape('\n\n'.join(sources))
+    return new_raw_cell(f'<details class="wsss-imports"><summary>imports of this notebook</summary><pre>{code}</pre></details>',
+                        metadata={'raw_mimetype': 'text/html'})
+
 def _apply_directives(nb):
-    "A copy of `nb` with nbdev's hide / echo / output directives applied as nbconvert tags."
+    "A copy of `nb` with nbdev's hide / echo / output directives applied as nbconvert tags, the title cell first and the import cells collapsed."
     import copy
-    nb = copy.deepcopy(nb); cells = []
+    nb = copy.deepcopy(nb); cells, imports = [], []
     for cell in nb.cells:
         if cell.cell_type == 'code':
             d, src = _directives(cell.source)
             if 'hide' in d or 'default_exp' in d or (not src.strip() and not cell.get('outputs')): continue
+            if _only_imports(src) and not any(o.get('output_type') in ('display_data', 'execute_result', 'error') for o in cell.get('outputs', [])):
+                imports.append(src); continue   # shown collapsed after the title (a warning the import printed is dropped with it)
             tags = set(cell.metadata.get('tags', []))
             if d.get('echo', '').lower() == 'false': tags.add('remove_input')
             if d.get('output', '').lower() == 'false': tags.add('remove_output')
             cell.source, cell.metadata['tags'] = src, sorted(tags)
         cells.append(cell)
+    at = next((i for i, c in enumerate(cells) if c.cell_type == 'markdown' and re.match(r'#\s', c.source.lstrip())), None)
+    if at is not None: cells.insert(0, cells.pop(at))            # the title before anything else
+    if imports: cells.insert(1 if at is not None else 0, _imports_cell(imports))
     nb.cells = cells
     return nb
 
@@ -106,25 +125,62 @@ def _page_name(rel:Path)->Path:
     "Page of a notebook: same folder and stem; the top-level `index.ipynb` becomes `overview.html` (`index.html` is the contents)."
     return Path('overview.html') if rel == Path('index.ipynb') else rel.with_suffix('.html')
 
+_MATHJAX_URL = 'MATHJAX_URL_PLACEHOLDER'
+_MATHJAX_SOURCES = ('jupyter_server_mathjax/static', '/usr/share/javascript/mathjax', '/usr/share/mathjax')
+_MATHJAX_CDN = 'https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/MathJax.js?config=TeX-AMS_CHTML-full,Safe'
+
+def find_mathjax()->Path|None:
+    "A local MathJax 2 folder (the `jupyter-server-mathjax` pip package, or Debian's `libjs-mathjax`), or None."
+    import importlib.util
+    for s in _MATHJAX_SOURCES:
+        if s.startswith('/'): p = Path(s)
+        else:
+            spec = importlib.util.find_spec(s.split('/')[0])
+            if spec is None or not spec.origin: continue
+            p = Path(spec.origin).parent/s.split('/', 1)[1]
+        if (p/'MathJax.js').is_file() and (p/'config').is_dir(): return p
+    return None
+
+def _mathjax_config(src:Path)->str:
+    "The first combined configuration with TeX input and HTML output that the local MathJax has."
+    for c in ('TeX-AMS_CHTML-full', 'TeX-AMS_CHTML', 'TeX-AMS-MML_HTMLorMML-full', 'TeX-AMS-MML_HTMLorMML', 'TeX-AMS_HTML'):
+        if (src/'config'/f'{c}.js').is_file(): return c
+    raise WSSSError(f"MathJax at {src} has no TeX + HTML configuration under config/")
+
 def _exporter():
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import TagRemovePreprocessor
     quiet = logging.getLogger('wsss_nb.docs.nbconvert'); quiet.setLevel(logging.ERROR)   # not one 'alternative text is missing' per figure
-    exp = HTMLExporter(template_name='lab', embed_images=True, log=quiet)
+    exp = HTMLExporter(template_name='lab', embed_images=True, log=quiet, exclude_input_prompt=True, exclude_output_prompt=True,
+                       mathjax_url=_MATHJAX_URL)
     exp.register_preprocessor(TagRemovePreprocessor(remove_input_tags={'remove_input'}, remove_all_outputs_tags={'remove_output'},
                                                     remove_cell_tags={'remove_cell'}), enabled=True)
     return exp
 
+_PAGE_CSS = ('<style>.jp-InputPrompt,.jp-OutputPrompt{display:none!important}'
+             '.jp-RenderedImage img{max-width:100%;height:auto}'
+             'details.wsss-imports{margin:0 0 1em 0;font-size:13px}details.wsss-imports pre{background:#f6f6f6;padding:.5em}</style>')
+
+_REQUIRE_JS = '<script src="https://cdnjs.cloudflare.com/ajax/libs/require.js/2.1.10/require.min.js"></script>'
+_LOCAL_MATHJAX_CONFIG = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, '
+                         'webFont: "STIX-Web", imageFont: null}});</script>')
+
 def render_notebook(path, # Notebook to render
                     out_path, # HTML file to write
                     exporter=None, # An nbconvert `HTMLExporter` to reuse (building one loads its templates)
-                    postprocess=None)->Path: # Optional function applied to the page's HTML text
-    "Render one notebook to a self-contained HTML page (nbdev directives applied, images embedded); returns the path."
+                    postprocess=None, # Optional function applied to the page's HTML text
+                    mathjax_url:str=None)->Path: # MathJax script (default: the CDN); `build_docs` passes the copy bundled in the site
+    "Render one notebook to a self-contained HTML page (title first, imports collapsed, no prompts, images embedded); returns the path."
     import nbformat
     path = Path(path)
     nb = _apply_directives(nbformat.read(path, as_version=4))
     title = notebook_title(nb)[0] or path.stem
     page, _ = (exporter or _exporter()).from_notebook_node(nb, resources={'metadata': {'path': str(path.parent), 'name': title}})
+    page = page.replace(_REQUIRE_JS, '')                                         # only widgets need it, and it comes from a CDN
+    local = mathjax_url is not None and not re.match(r'[a-zA-Z][\w+.-]*:', mathjax_url)
+    script = f'<script src="{_MATHJAX_URL}">'
+    if local: page = page.replace(script, _LOCAL_MATHJAX_CONFIG + script, 1)      # the bundled copies ship the STIX-Web fonts only
+    page = page.replace(_MATHJAX_URL, html.escape(mathjax_url or _MATHJAX_CDN)).replace('</head>', _PAGE_CSS + '</head>', 1)
     if postprocess: page = postprocess(page)
     with atomic_write(out_path, 'w') as f: f.write(page)
     return Path(out_path)
@@ -134,39 +190,78 @@ def _inline_md(s:str)->str:
     "Escape text and turn `code` spans into <code>, for the summaries on the contents page."
     return re.sub(r'`([^`]+)`', r'<code>\1</code>', html.escape(s, quote=False))
 
+READING_PATH = (
+    ('The pipeline, stage by stage', 'data → classifier and CAM → pseudo-labels → CRF → random walk → DeepLab-v2 → mIoU, then the stages wired together',
+     ('01', '02', '03', '04', '06', '06b', '17', '16', '07', '05', '09')),
+    ('The five methods', 'each replaces the CAM classifier of stage 1', ('11', '12', '13', '14', '15')),
+    ('Comparing them', '', ('19',)),
+)
+
+def _reading_group(rel:Path)->tuple:
+    "(group index, position in it) of a notebook in `READING_PATH`; the start page first, anything unlisted in the appendix."
+    if rel == Path('index.ipynb'): return (-1, 0)
+    m = re.match(r'(\d+[a-z]?)_', rel.name)
+    if rel.parent == Path('.') and m:
+        for g, (_, _, keys) in enumerate(READING_PATH):
+            if m[1] in keys: return (g, keys.index(m[1]))
+    return (len(READING_PATH) + (rel.parent != Path('.')), 0)
+
 def _contents(entries:list, title:str)->str:
-    "The contents page: (notebook rel path, page rel path, title, summary) grouped by folder."
+    "The contents page: (notebook rel path, page rel path, title, summary) grouped along `READING_PATH`, then the appendix and sub-folders."
     groups = {}
-    for rel, page, t, summary in entries: groups.setdefault(rel.parent.as_posix(), []).append((rel, page, t, summary))
+    for e in entries:
+        g = _reading_group(e[0])[0]
+        if g == len(READING_PATH) + 1: g = e[0].parent.as_posix()
+        groups.setdefault(g, []).append(e)
     body = []
-    for folder, items in groups.items():
-        body.append(f'<h2>{"Lessons" if folder == "." else html.escape(folder)}</h2>\n<ul>')
+    for g, items in groups.items():
+        if g == -1: head, note = 'Start here', ''
+        elif isinstance(g, int) and g < len(READING_PATH): head, note = READING_PATH[g][:2]
+        elif g == len(READING_PATH): head, note = 'Appendix: internals', 'configs, data preparation, the stage machinery, CLI, distributed runs, figures, these pages'
+        else: head, note = f'Appendix: {g}', ''
+        body.append(f'<h2>{html.escape(head)}</h2>' + (f'\n<p class="note">{html.escape(note)}</p>' if note else '') + '\n<ol>' if isinstance(g, int) and 0 <= g < len(READING_PATH) else
+                    f'<h2>{html.escape(head)}</h2>' + (f'\n<p class="note">{html.escape(note)}</p>' if note else '') + '\n<ul>')
         for rel, page, t, summary in items:
-            num = m[1] + ' &middot; ' if (m := re.match(r'(\d+)_', rel.name)) else ''
+            num = m[1] + ' &middot; ' if (m := re.match(r'(\d+[a-z]?)_', rel.name)) else ''
             body.append(f'<li><a href="{page.as_posix()}">{num}{html.escape(t)}</a>' + (f' &mdash; {_inline_md(summary)}' if summary else '') + '</li>')
-        body.append('</ul>')
+        body.append('</ol>' if isinstance(g, int) and 0 <= g < len(READING_PATH) else '</ul>')
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            '<style>body{font:15px/1.5 sans-serif;max-width:60em;margin:2em auto;padding:0 1em}li{margin:.3em 0}</style></head>\n'
+            '<style>body{font:15px/1.5 sans-serif;max-width:60em;margin:2em auto;padding:0 1em}li{margin:.3em 0}.note{color:#555;margin:-.5em 0 .5em}</style></head>\n'
             f'<body><h1>{html.escape(title)}</h1>\n' + '\n'.join(body) + '\n</body></html>\n')
+
+def _bundle_mathjax(out_dir:Path)->Path|None:
+    "Copy the local MathJax (`find_mathjax`) into `out_dir/mathjax` once; its folder there, or None (the pages then use the CDN)."
+    import shutil
+    src = find_mathjax()
+    if src is None:
+        logging.getLogger(__name__).warning("no local MathJax (pip install jupyter-server-mathjax, or apt-get install libjs-mathjax): formulas need a network")
+        return None
+    dst = out_dir/'mathjax'
+    if not (dst/'MathJax.js').is_file():
+        shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns('unpacked', '*.map', '__pycache__'))
+    return dst
 
 def build_docs(out_dir, # Folder of the site (created); relative paths are taken from the project root
                nbs_dir=None, # Notebook folder; default the project's `nbs/`
                title:str='wsss_nb')->list: # Heading of the contents page
-    "Render every notebook under `nbs_dir` to `out_dir` as static HTML plus an `index.html`; returns the pages written."
+    "Render every notebook under `nbs_dir` to `out_dir` as static HTML plus an `index.html` (reading order, MathJax bundled); returns the pages written."
     if nbs_dir is None:
         root = project_root()
         if root is None: raise ConfigError("build_docs: not inside a wsss_nb checkout; pass nbs_dir")
         nbs_dir = root/'nbs'
     nbs_dir, out_dir = Path(nbs_dir), resolve_path(out_dir)
-    rels = [p.relative_to(nbs_dir) for p in list_notebooks(nbs_dir)]
+    rels = sorted((p.relative_to(nbs_dir) for p in list_notebooks(nbs_dir)), key=_reading_group)   # stable: notebook order inside a group
     if not rels: raise ConfigError(f"no notebooks under {nbs_dir}")
     pages = {r: _page_name(r) for r in rels}
     heads = {r: notebook_title(nbs_dir/r) for r in rels}
     titles = {r: heads[r][0] or r.stem for r in rels}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mj = _bundle_mathjax(out_dir)
     exp, written = _exporter(), []
     for r in rels:
         post = lambda page, r=r: re.sub(r'(<body[^>]*>)', lambda m: m[1] + _nav(r, pages, titles), _rewrite_links(page, r, pages), count=1)
-        written.append(render_notebook(nbs_dir/r, out_dir/pages[r], exp, post))
+        url = None if mj is None else Path(os.path.relpath(mj, (out_dir/pages[r]).parent)).as_posix() + f'/MathJax.js?config={_mathjax_config(mj)}'
+        written.append(render_notebook(nbs_dir/r, out_dir/pages[r], exp, post, mathjax_url=url))
     index = out_dir/'index.html'
     with atomic_write(index, 'w') as f: f.write(_contents([(r, pages[r], titles[r], heads[r][1]) for r in rels], title))
     return [index] + written
@@ -222,7 +317,7 @@ PIPELINE_STAGES = (
     dict(stage='classifier', what='image-level labels only', modules=('backbones', 'cam', 'methods.*'), lessons='03, 04, 11–15', pipeline='01_train_cls'),
     dict(stage='CAMs', what='multi-scale + flip maps', modules=('cam',), lessons='04', pipeline='02_make_cams'),
     dict(stage='pseudo-labels', what='background threshold', modules=('pseudo',), lessons='06', pipeline='03_make_pseudo'),
-    dict(stage='refinement', what='CRF, random walk, saliency', modules=('pseudo', 'refine.rw', 'refine.crf_torch'), lessons='06, 16, 17', pipeline='03_make_pseudo'),
+    dict(stage='refinement', what='CRF, random walk, saliency', modules=('refine.crf', 'refine.crf_torch', 'refine.rw', 'pseudo'), lessons='06b, 17, 16, 06', pipeline='03_make_pseudo'),
     dict(stage='DeepLab-v2', what='trained on pseudo-labels', modules=('deeplab',), lessons='07', pipeline='04_train_seg'),
     dict(stage='mIoU', what='against the masks (val)', modules=('metrics',), lessons='05', pipeline='05_evaluate'))
 

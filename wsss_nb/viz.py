@@ -19,12 +19,13 @@ __all__ = ['InlineFigure', 'voc_palette', 'colorize', 'overlay_cam', 'show_grid'
 
 # %% ../nbs/08_viz.ipynb #f5057387
 class InlineFigure(Figure):
-    "A `Figure` built without pyplot that shows itself as a PNG in Jupyter, whatever the backend."
+    "A `Figure` built without pyplot that shows itself as a PNG in Jupyter, whatever the backend (at least `min_dpi`)."
+    min_dpi = 110   # the lessons' PNGs: readable on a 1280-px page
     def _repr_png_(self)->bytes|None:
         "PNG bytes of the figure (None when it has nothing drawn, like the inline backend)."
         if not self.axes and not self.lines and not self.images: return None
         buf = io.BytesIO()
-        self.savefig(buf, format='png', bbox_inches='tight')
+        self.savefig(buf, format='png', bbox_inches='tight', dpi=max(self.dpi, self.min_dpi))
         return buf.getvalue()
 
 # %% ../nbs/08_viz.ipynb #2d5c313c
@@ -113,8 +114,8 @@ def show_maps_comparison(rows:list, # Dicts with 'image' (HxWx3 uint8), optional
                          maps:list=None, # Map keys in column order; None: every other key of the first row, in order
                          titles:dict=None, # Column titles by key (default: the key; 'image', 'ground truth')
                          palette=None, # Label colours of 'gt' (default VOC)
-                         panel:float=1.3, # Side of one panel in inches
-                         dpi:int=80)->Figure: # Resolution: a thumbnail by default
+                         panel:float=2.0, # Side of one panel in inches
+                         dpi:int=110)->Figure: # Resolution (dots per inch)
     "Image | one CAM overlay per method | ground truth, one row per image: maps of several methods side by side."
     rows = list(rows)
     if not rows: raise DataError("show_maps_comparison needs at least one row")

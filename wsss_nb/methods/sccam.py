@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from ..core import ConfigError, DataError, autocast, save_json, resolve_path
 from ..cam import methods, WSSSMethod, MethodContext, cam_loss
 from ..backbones import ResNet38, load_state_dict_file

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from ..core import ConfigError, DataError, WSSSError, autocast, load_json, params_hash, save_json, save_torch
 from ..data import SegTransform, load_image, load_mask, normalize, save_mask
 from ..backbones import get_backbone
