@@ -52,7 +52,7 @@ def _drop_label_cache(root:Path, mask_dir:str):
 def _progress(it, total:int, desc:str, show:bool):
     "`it` wrapped in a tqdm bar when `show`."
     if not show: return it
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     return tqdm(it, total=total, desc=desc)
 
 # %% ../nbs/01a_prepare.ipynb #322a21e1

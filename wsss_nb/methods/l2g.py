@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 import torchvision.transforms.functional as TF
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from ..core import ConfigError, autocast
 from ..data import normalize
 from ..backbones import ResNet38

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from ..core import ConfigError, autocast, save_torch
 from ..cam import methods, WSSSMethod, MethodContext
 from ..backbones import ResNetBackbone, EfficientNetLite0

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from ..core import ConfigError, DataError, Stage, get_device, load_json, run_dir, save_json, save_text
 from ..data import get_dataset, load_mask
 from ..cam import load_cams

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from ..core import ConfigError, Stage, configure_determinism, save_json
 from ..cam import MethodContext, WSSSMethod, infer_cams, load_cams, normalize_cams, save_cams, IMAGE_RESIZES, UPSAMPLES
 from ..metrics import cam_threshold_sweep

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from ..core import ConfigError, Stage, get_device, save_json
 from ..data import load_mask, load_saliency, save_mask
 from ..cam import load_cams
