@@ -76,3 +76,55 @@ def test_cli_list(capsys):
     assert main(['list']) == 0
     out = capsys.readouterr().out
     for name in ('synthetic', 'voc12', 'efficientnet_lite0', 'resnet101', 'cam', 'crf'): assert name in out
+
+# ---- issue 20: runs a user can trust ----
+import json, subprocess, sys, yaml
+from conftest import ROOT
+
+def _smoke_cfg(tmp, data, **kw):
+    cfg = dict(run='r', dataset='synthetic', data_root=str(data), make_data=False, out_root=str(tmp/'out'), device='cpu',
+               cls_epochs=1, cls_batch_size=8, cls_crop_size=64, cam_scales=[1.0], seg_iters=2, seg_batch_size=4,
+               seg_crop_size=64, seg_rates=[2, 4], **kw)
+    f = tmp/'cfg.yaml'; f.write_text(yaml.safe_dump(cfg)); return f
+
+def test_diverged_stage_is_one_line_not_done_and_reruns(smoke_data, tmp_path, capsys):
+    "Through the real CLI and papermill: a NaN loss stops the stage with one line naming the step, lr and key; no done marker."
+    from wsss_nb.cli import main
+    f = _smoke_cfg(tmp_path, smoke_data, cls_lr=1e30)
+    assert main(['run', str(f), '--stages', '01_train_cls', '--quiet']) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip() and not l.startswith('[IPKernelApp]')]   # the kernel's own warning
+    assert len(err) == 1, err                                   # one line, no papermill traceback
+    nb = tmp_path/'out'/'r'/'notebooks'/'01_train_cls.failed.ipynb'
+    assert err[0].startswith('wsss-nb: 01_train_cls failed: cls: loss became ') and 'at step ' in err[0], err[0]
+    assert '(lr 1e+30): lower `cls_lr`' in err[0] and err[0].endswith(f'(notebook: {nb})')
+    assert nb.is_file() and 'loss became' in nb.read_text()     # the traceback stays in the executed notebook
+    assert not (tmp_path/'out'/'r'/'cls'/'_done.json').exists()
+    f = _smoke_cfg(tmp_path, smoke_data, cls_lr=0.01)           # the fix: a rerun redoes the stage, no manual deletion
+    assert main(['run', str(f), '--stages', '01_train_cls', '--quiet']) == 0
+    assert (tmp_path/'out'/'r'/'cls'/'_done.json').is_file() and (tmp_path/'out'/'r'/'notebooks'/'01_train_cls.ipynb').is_file()
+
+def test_diverged_segmentation_stops_early(smoke_data, tmp_path):
+    import wsss_nb.stages as S
+    kw = dict(run='r', out_root=tmp_path, data_root=smoke_data, labels='gt', iters=60, batch_size=4, crop_size=64, rates=[2],
+              lr=1e30, device='cpu', progress=False)
+    with pytest.raises(WSSSError, match=r'seg_gt: loss became .* at step \d+ \(lr 1e\+30\): lower `seg_lr`'):
+        S.train_segmentation(**kw)
+    assert not (tmp_path/'r'/'seg_gt'/'_done.json').exists() and not (tmp_path/'r'/'seg_gt'/'last.pt').exists()
+
+def test_verbose_prints_the_traceback_then_the_line(tmp_path, capsys, monkeypatch):
+    import wsss_nb.cli as cli
+    def fail(*a, **k): raise cli.StageFailed('02_make_cams', 'IndexError', 'index 40 is out of bounds', tmp_path/'x.failed.ipynb', 'Traceback (most recent call last):\n  ...\nIndexError: index 40')
+    monkeypatch.setattr(cli, 'run_pipeline', fail)
+    f = tmp_path/'c.yaml'; f.write_text('run: x\n')
+    assert cli.main(['run', str(f)]) == 2
+    assert capsys.readouterr().err.strip() == f'wsss-nb: 02_make_cams failed: IndexError: index 40 is out of bounds (notebook: {tmp_path/"x.failed.ipynb"})'
+    assert cli.main(['run', str(f), '--verbose']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith('Traceback') and err[-1].startswith('wsss-nb: 02_make_cams failed: IndexError')
+
+@pytest.mark.parametrize('module', ['wsss_nb', 'wsss_nb.cli'])
+def test_python_dash_m_is_the_cli(module, tmp_path):
+    p = subprocess.run([sys.executable, '-m', module, 'list'], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0 and 'methods:' in p.stdout, p.stderr
+    p = subprocess.run([sys.executable, '-m', module, 'run', str(tmp_path/'missing.yaml')], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and 'missing.yaml' in p.stderr

@@ -14,8 +14,8 @@ from .stages import STAGES
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'DEMO_CONFIG', 'pipelines_dir',
-           'notebook_params', 'valid_keys', 'check_components', 'run_pipeline', 'methods_table', 'format_scores',
-           'list_components', 'parse_override', 'run_compare', 'main']
+           'notebook_params', 'valid_keys', 'StageFailed', 'check_components', 'run_pipeline', 'methods_table',
+           'format_scores', 'list_components', 'parse_override', 'run_compare', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
@@ -63,6 +63,22 @@ def _resolve_paths(cfg:dict)->dict:
         return v
     return {k: _fix(k, v) for k, v in cfg.items()}
 
+class StageFailed(WSSSError):
+    "A pipeline notebook failed: one line for the user (`stage failed: message (notebook: path)`), the traceback kept."
+    LIBRARY_ERRORS = ('WSSSError', 'ConfigError', 'DataError', 'StageFailed')   # their message is already the whole story
+    def __init__(self, stage:str, # pipeline notebook that failed, e.g. '04_train_seg'
+                 ename:str, # exception class name raised in the notebook
+                 evalue:str, # its message
+                 notebook=None, # the executed (failed) notebook, holding the full traceback
+                 traceback:str=''): # the traceback text, shown with `--verbose`
+        self.stage, self.ename, self.evalue, self.notebook, self.traceback = stage, ename, evalue, notebook, traceback
+        msg = evalue if ename in self.LIBRARY_ERRORS else f"{ename}: {evalue}"
+        super().__init__(f"{stage} failed: {msg.strip()}" + (f" (notebook: {notebook})" if notebook else ''))
+
+def _strip_ansi(s:str)->str:
+    import re
+    return re.sub(r'\x1b\[[0-9;]*[A-Za-z]', '', s)
+
 def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
     "Run one pipeline notebook with papermill; the executed copy appears in `out_dir` only when it succeeded."
     import papermill as pm
@@ -73,6 +89,11 @@ def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
     t0 = time.time()
     try: pm.execute_notebook(str(pipelines_dir()/f'{nb}.ipynb'), str(partial), parameters=sub, kernel_name='python3',
                              progress_bar=False, log_output=log_output, cwd=str(pipelines_dir()))
+    except pm.PapermillExecutionError as e:   # an error inside the notebook: one line, the traceback in the notebook
+        failed = out_dir/f'{nb}.failed.ipynb'
+        if partial.exists(): os.replace(partial, failed)
+        raise StageFailed(nb, e.ename, e.evalue, failed if failed.exists() else None,
+                          _strip_ansi('\n'.join(e.traceback))) from None
     except Exception:
         if partial.exists(): os.replace(partial, out_dir/f'{nb}.failed.ipynb')
         raise
@@ -202,17 +223,20 @@ def main(argv=None):
     d = sub.add_parser('demo', help='run the whole pipeline on the built-in synthetic dataset (CPU, minutes)')
     d.add_argument('overrides', nargs='*', help='key=value overrides of configs/demo.yaml')
     d.add_argument('--quiet', action='store_true', help='do not stream notebook output')
+    d.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
     r = sub.add_parser('run', help='run the pipeline notebooks from a YAML config')
     r.add_argument('config', help='YAML file of pipeline parameters')
     r.add_argument('overrides', nargs='*', help='key=value overrides')
     r.add_argument('--stages', nargs='+', default=None, help=f'subset of {STAGE_NOTEBOOKS}')
     r.add_argument('--quiet', action='store_true')
+    r.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
     c = sub.add_parser('compare', help='run every method through the same pipeline; table + figure')
     c.add_argument('overrides', nargs='*', help='key=value overrides of the base config (shared settings)')
     c.add_argument('--methods', nargs='+', default=None, help='methods to compare (default: all)')
     c.add_argument('--base', default=None, help=f'shared settings YAML (default: {DEMO_CONFIG})')
     c.add_argument('--prefix', default='compare', help='run-name prefix and output folder name')
     c.add_argument('--quiet', action='store_true')
+    c.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
     sub.add_parser('list', help='list registered datasets, backbones, methods and refiners')
     sub.add_parser('params', help='list every valid config key with its default')
     sub.add_parser('methods', help="the README's table of registered methods (Markdown)")
@@ -236,6 +260,12 @@ def main(argv=None):
             dest = run_compare(a.methods, a.base, dict(parse_override(o) for o in a.overrides), a.prefix, not a.quiet)
             print((dest/'compare.md').read_text()); print(f"[wsss-nb] table: {dest/'compare.md'} and compare.csv; figure: {dest/'compare_maps.png'}")
         else: _cmd_run(a.config, a.overrides, a.stages, a.quiet)
+    except StageFailed as e:   # one line; the traceback stays in the executed notebook (and on screen with --verbose)
+        if getattr(a, 'verbose', False) and e.traceback: print(e.traceback, file=sys.stderr)
+        print(f"wsss-nb: {e}", file=sys.stderr); return 2
     except WSSSError as e:
         print(f"wsss-nb: error: {e}", file=sys.stderr); return 2
     return 0
+
+# %% ../nbs/10_cli.ipynb #10b283e2
+if __name__ == '__main__' and 'ipykernel' not in sys.modules: sys.exit(main())   # `python -m wsss_nb.cli`; not under Jupyter

@@ -4,11 +4,11 @@
 
 # %% ../../nbs/09a_stages.common.ipynb #a76426bd
 from __future__ import annotations
-import os
+import math, os
 from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
-from ..core import ConfigError, save_json, save_torch
+from ..core import ConfigError, WSSSError, save_json, save_torch
 from ..data import get_dataset
 from ..cam import seed_numpy_worker
 from .. import viz
@@ -136,3 +136,13 @@ class LossLog:
             self.history.extend({k: float(v) for k, v in zip(keys, row)} for row in t)
             self._buf.clear()
         return self.history[-1] if self.history else {}
+    def check_finite(self, stage:str, # stage name for the message, e.g. 'seg_gt'
+                     lr_key:str, # the config key of the learning rate, e.g. 'seg_lr'
+                     lr:float, # its value
+                     first:int=0): # index of the first history entry to check (0: all)
+        "Raise `WSSSError` at the first non-finite loss in `history`: the stage stops there and is never marked done."
+        for i, h in enumerate(self.history[first:], first):
+            bad = [k for k, v in h.items() if not math.isfinite(v)]
+            if bad:
+                raise WSSSError(f"{stage}: loss became {'NaN' if math.isnan(h[bad[0]]) else 'infinite'} at step {i+1} (lr {lr}): "
+                                f"lower `{lr_key}` (or set `amp: false`) and rerun; the stage is not marked done and reruns")

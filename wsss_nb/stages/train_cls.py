@@ -96,8 +96,9 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                 log.add(out); bar.update()
                 if step % len(loader) == 0 or step == total:   # end of an epoch: read the losses back, checkpoint
                     bar.set_postfix(loss=f"{log.flush()['loss']:.3f}")
+                    log.check_finite('cls', 'cls_lr', lr)   # stop before a diverged model is checkpointed or clustered
                     if info.is_main: _checkpoint(st.path/'last.pt', model, opt, sched, step, history, method_state=wsss.method_state())
-    if not all(np.isfinite(h['loss']) for h in history): raise WSSSError(f"cls: the training loss became non-finite (lr={lr} too high?); see {st.path/'last.pt'}")
+    log.flush(); log.check_finite('cls', 'cls_lr', lr)
     on_main(lambda: wsss.on_train_end(model, ctx))
     meta = dict(method=method, method_args=method_args, backbone=backbone, output_stride=output_stride, num_classes=ds.num_classes, class_names=ds.class_names)
     def _finish():

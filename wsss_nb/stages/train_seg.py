@@ -93,7 +93,9 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
                 log.add(dict(loss=loss)); bar.update()
                 if step % 50 == 0 or step == iters:   # read the losses back (one sync per 50 steps), checkpoint
                     bar.set_postfix(loss=f"{log.flush()['loss']:.3f}")
+                    log.check_finite(f'seg_{labels}', 'seg_lr', lr)   # a diverged network is neither checkpointed nor done
                     if info.is_main: _checkpoint(st.path/'last.pt', model, opt, sched, step, history)
+    log.flush(); log.check_finite(f'seg_{labels}', 'seg_lr', lr)
     meta = dict(backbone=backbone, output_stride=output_stride, rates=list(rates), msc=msc, neck=neck,
                 num_classes=base.num_classes, class_names=base.class_names, labels=labels)
     def _finish():
