@@ -128,3 +128,15 @@ def test_python_dash_m_is_the_cli(module, tmp_path):
     assert p.returncode == 0 and 'methods:' in p.stdout, p.stderr
     p = subprocess.run([sys.executable, '-m', module, 'run', str(tmp_path/'missing.yaml')], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2 and 'missing.yaml' in p.stderr
+
+def test_nested_override_merges(tmp_path, monkeypatch, capsys):
+    "`method_args.rounds=2` (or a dict) on the command line keeps the config's other method_args; `:=` replaces."
+    import wsss_nb.cli as cli
+    seen = {}
+    monkeypatch.setattr(cli, 'run_pipeline', lambda cfg, **k: seen.update(cfg) or {})
+    f = tmp_path/'c.yaml'; f.write_text('run: x\nmethod: sccam\nmethod_args: {rounds: 4, k: 10}\n')
+    assert cli.main(['run', str(f), 'method_args.rounds=2']) == 0 and seen['method_args'] == {'rounds': 2, 'k': 10}
+    assert cli.main(['run', str(f), 'method_args={rounds: 3}']) == 0 and seen['method_args'] == {'rounds': 3, 'k': 10}
+    assert cli.main(['run', str(f), 'method_args:={rounds: 3}']) == 0 and seen['method_args'] == {'rounds': 3}
+    capsys.readouterr()
+    assert cli.main(['params']) == 0 and 'key.sub=value' in capsys.readouterr().out   # documented in `wsss-nb params`

@@ -13,9 +13,10 @@ from .core import project_root
 from .stages import STAGES
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'DEMO_CONFIG', 'pipelines_dir',
-           'notebook_params', 'valid_keys', 'StageFailed', 'check_components', 'run_pipeline', 'methods_table',
-           'format_scores', 'list_components', 'parse_override', 'run_compare', 'main']
+__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'DEMO_CONFIG', 'OVERRIDE_HELP',
+           'pipelines_dir', 'notebook_params', 'valid_keys', 'StageFailed', 'check_components', 'run_pipeline',
+           'methods_table', 'format_scores', 'list_components', 'parse_override', 'apply_overrides', 'run_compare',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
@@ -186,9 +187,26 @@ def parse_override(s:str):
     k, v = s.split('=', 1)
     return k.strip(), yaml.safe_load(v)
 
+def apply_overrides(cfg:dict, # the config (not modified)
+                    overrides:list)->dict: # 'key=value' strings, see below
+    "The config with command-line overrides applied: `key=value`; `key.sub=value` sets one entry of a nested dict;\n    a dict value is merged into the config's dict (`method_args={rounds: 2}` keeps the other keys); `key:=value` replaces it whole."
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    for o in overrides:
+        k, v = parse_override(o)
+        if k.endswith(':'): out[k[:-1].strip()] = v; continue          # explicit replacement
+        if '.' in k:
+            top, sub = k.split('.', 1)
+            if not isinstance(out.get(top) or {}, dict): raise ConfigError(f"Override {o!r}: {top} is {out[top]!r}, not a mapping")
+            out[top] = {**(out.get(top) or {}), sub: v}
+        elif isinstance(v, dict) and isinstance(out.get(k), dict): out[k] = {**out[k], **v}
+        else: out[k] = v
+    return out
+
+OVERRIDE_HELP = ("overrides: key=value (value read as YAML); key.sub=value sets one entry of a nested mapping "
+                 "(method_args, refiner_args, ...); key={a: 1} merges into the config's mapping; key:={a: 1} replaces it")
+
 def _cmd_run(config, overrides, stages, quiet):
-    cfg = load_config(config)
-    cfg.update(dict(parse_override(o) for o in overrides))
+    cfg = apply_overrides(load_config(config), overrides)
     scores = run_pipeline(cfg, stages=stages, log_output=not quiet, where=str(config))
     print(format_scores(scores))
     out = run_dir(Path(cfg.get('out_root', 'outputs')), cfg.get('run', notebook_params('00_run_all')['run']))
@@ -226,7 +244,7 @@ def main(argv=None):
     d.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
     r = sub.add_parser('run', help='run the pipeline notebooks from a YAML config')
     r.add_argument('config', help='YAML file of pipeline parameters')
-    r.add_argument('overrides', nargs='*', help='key=value overrides')
+    r.add_argument('overrides', nargs='*', help=OVERRIDE_HELP)
     r.add_argument('--stages', nargs='+', default=None, help=f'subset of {STAGE_NOTEBOOKS}')
     r.add_argument('--quiet', action='store_true')
     r.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
@@ -252,7 +270,7 @@ def main(argv=None):
         elif a.cmd == 'docs': return run_docs(a)
         elif a.cmd == 'params':
             defaults = notebook_params('00_run_all')
-            print('\n'.join(f'{k} = {defaults[k]}' for k in sorted(defaults)))
+            print('\n'.join(f'{k} = {defaults[k]}' for k in sorted(defaults))); print(f'\n# {OVERRIDE_HELP}')
         elif a.cmd == 'demo':
             root = project_root() or pipelines_dir().parent.parent
             _cmd_run(root/DEMO_CONFIG, a.overrides, None, a.quiet)
