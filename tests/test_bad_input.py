@@ -140,3 +140,21 @@ def test_nested_override_merges(tmp_path, monkeypatch, capsys):
     assert cli.main(['run', str(f), 'method_args:={rounds: 3}']) == 0 and seen['method_args'] == {'rounds': 3}
     capsys.readouterr()
     assert cli.main(['params']) == 0 and 'key.sub=value' in capsys.readouterr().out   # documented in `wsss-nb params`
+
+@pytest.mark.parametrize('override, says', [('seg_iters=abc', "seg_iters='abc' (expected an integer"),
+                                            ('cam_scales=0.5', 'cam_scales=0.5 (expected a list'),
+                                            ('cls_batch_size=-8', 'cls_batch_size=-8 (expected > 0)'),
+                                            ('cls_lr=0', 'cls_lr=0 (expected > 0)'),
+                                            ('seg_msc=maybe', "seg_msc='maybe' (expected true/false")])
+def test_wrong_types_and_ranges_fail_before_any_stage(override, says, tmp_path, capsys):
+    from wsss_nb.cli import main
+    f = tmp_path/'c.yaml'; f.write_text(f'run: x\nout_root: {tmp_path/"out"}\n')
+    assert main(['run', str(f), override]) == 2
+    err = capsys.readouterr().err
+    assert says in err and 'c.yaml' in err, err
+    assert not (tmp_path/'out').exists()                 # nothing ran
+
+def test_every_shipped_config_passes_the_type_check():
+    from wsss_nb.cli import check_types, _all_defaults
+    from wsss_nb.core import load_config
+    for f in sorted((ROOT/'configs').glob('*.yaml')): check_types(load_config(f), _all_defaults(), str(f))

@@ -13,10 +13,10 @@ from .core import project_root
 from .stages import STAGES
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'DEMO_CONFIG', 'OVERRIDE_HELP',
-           'pipelines_dir', 'notebook_params', 'valid_keys', 'StageFailed', 'check_components', 'run_pipeline',
-           'methods_table', 'format_scores', 'list_components', 'parse_override', 'apply_overrides', 'run_compare',
-           'main']
+__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'TYPE_EXCEPTIONS', 'POSITIVE',
+           'NON_NEGATIVE', 'POSITIVE_LISTS', 'DEMO_CONFIG', 'OVERRIDE_HELP', 'pipelines_dir', 'notebook_params',
+           'valid_keys', 'StageFailed', 'check_components', 'run_pipeline', 'check_types', 'methods_table',
+           'format_scores', 'list_components', 'parse_override', 'apply_overrides', 'run_compare', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
@@ -118,6 +118,11 @@ def check_components(params:dict, # full pipeline parameters (defaults merged)
     except (ConfigError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from e
 
+def _all_defaults()->dict:
+    out = {}
+    for nb in STAGE_NOTEBOOKS: out.update(notebook_params(nb))
+    return {**out, **notebook_params('00_run_all')}
+
 def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_keys`)
                  stages:list=None, # Subset of STAGE_NOTEBOOKS to run (default: all)
                  log_output:bool=False, # Stream the notebooks' output (progress bars) to the terminal
@@ -127,6 +132,7 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
     stages = stages or STAGE_NOTEBOOKS
     check_keys({s: 1 for s in stages}, STAGE_NOTEBOOKS, where='stages')
     params = {**notebook_params('00_run_all'), **_resolve_paths(cfg)}
+    check_types(cfg, _all_defaults(), where=where)   # types and ranges, before any stage
     check_components(params, where=where)   # before any stage: a typo should not cost the classifier's training
     out = run_dir(params['out_root'], params['run'])
     nb_dir = out/'notebooks'
@@ -138,6 +144,40 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
         else: _execute(nb, nb_dir, params, log_output)
     f = out/'scores.json'
     return json.loads(f.read_text()) if f.is_file() else {}
+
+# %% ../nbs/10_cli.ipynb #0f66f600
+TYPE_EXCEPTIONS = {'pseudo_bg_threshold': (str, float, int), 'eval_crf': (bool, str), 'pretrained': (str, type(None)),
+                   'seg_pretrained': (str, type(None))}   # keys whose default does not show every accepted type
+POSITIVE = ('_batch_size', '_epochs', '_iters', '_lr', '_crop_size', 'synth_n_train', 'synth_size', 'cls_scale_min', 'cls_scale_max')
+NON_NEGATIVE = ('_weight_decay', 'cls_jitter', 'max_images', 'synth_n_val', 'cls_head_lr_mult')
+POSITIVE_LISTS = ('cam_scales', 'seg_scales', 'eval_scales', 'seg_rates')
+
+def _type_name(t): return {bool: 'true/false', int: 'an integer', float: 'a number', str: 'a string', list: 'a list',
+                           dict: 'a mapping', type(None): 'null'}.get(t, t.__name__)
+
+def check_types(cfg:dict, # config keys to check (only those present)
+                defaults:dict, # the pipeline notebooks' parameters-cell defaults (`notebook_params`)
+                where:str='config'): # name of the config source, for errors
+    "Fail at once, naming key and value, when a value has another type than its default (int, float, bool, list, mapping) or is out of range."
+    bad = []
+    for k, v in cfg.items():
+        d = defaults.get(k)
+        if k in TYPE_EXCEPTIONS: ok = isinstance(v, TYPE_EXCEPTIONS[k]); want = ' or '.join(map(_type_name, TYPE_EXCEPTIONS[k]))
+        elif d is None: continue                                    # None defaults take several types; their stage checks
+        elif isinstance(d, bool): ok, want = isinstance(v, bool), _type_name(bool)
+        elif isinstance(d, int): ok, want = isinstance(v, int) and not isinstance(v, bool), _type_name(int)
+        elif isinstance(d, float): ok, want = isinstance(v, (int, float)) and not isinstance(v, bool), _type_name(float)
+        elif isinstance(d, (list, tuple)): ok, want = isinstance(v, (list, tuple)), _type_name(list)
+        elif isinstance(d, dict): ok, want = v is None or isinstance(v, dict), _type_name(dict)
+        elif isinstance(d, str): ok, want = isinstance(v, str), _type_name(str)
+        else: continue
+        if not ok: bad.append(f"{k}={v!r} (expected {want}, like the default {d!r})"); continue
+        num = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if num and (k.endswith(POSITIVE) or k in POSITIVE) and not v > 0: bad.append(f"{k}={v!r} (expected > 0)")
+        elif num and (k.endswith(NON_NEGATIVE) or k in NON_NEGATIVE) and not v >= 0: bad.append(f"{k}={v!r} (expected >= 0)")
+        elif k in POSITIVE_LISTS and (not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)):
+            bad.append(f"{k}={v!r} (expected a non-empty list of positive numbers)")
+    if bad: raise ConfigError(f"{where}: wrong value(s): " + '; '.join(bad))
 
 # %% ../nbs/10_cli.ipynb #b4f76d3a
 def _registering_notebook(name:str, nbs:Path)->str:
