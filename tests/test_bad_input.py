@@ -158,3 +158,20 @@ def test_every_shipped_config_passes_the_type_check():
     from wsss_nb.cli import check_types, _all_defaults
     from wsss_nb.core import load_config
     for f in sorted((ROOT/'configs').glob('*.yaml')): check_types(load_config(f), _all_defaults(), str(f))
+
+def test_second_run_on_a_locked_folder_fails_at_once(tmp_path, capsys, monkeypatch):
+    "A live process holding out_root/run: the CLI fails before any stage, naming it; a dead holder's lock is taken over."
+    import socket, wsss_nb.cli as cli
+    ran = []
+    monkeypatch.setattr(cli, '_execute', lambda nb, *a, **k: ran.append(nb))
+    f = tmp_path/'c.yaml'; f.write_text(f'run: x\nout_root: {tmp_path/"out"}\n')
+    (tmp_path/'out'/'x').mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        (tmp_path/'out'/'x'/'.lock').write_text(json.dumps(dict(pid=other.pid, host=socket.gethostname())))
+        assert cli.main(['run', str(f), '--stages', '01_train_cls']) == 2
+        err = capsys.readouterr().err
+        assert f'in use by process {other.pid}' in err and str(tmp_path/'out'/'x') in err and ran == []
+    finally: other.kill(); other.wait()
+    assert cli.main(['run', str(f), '--stages', '01_train_cls']) == 0     # its process is gone: the lock is taken over
+    assert ran == ['01_train_cls'] and not (tmp_path/'out'/'x'/'.lock').exists()   # and released at the end

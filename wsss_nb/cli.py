@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, ast, json, os, sys, time
 import wsss_nb
 from pathlib import Path
-from .core import ConfigError, WSSSError, check_keys, load_config, run_dir, save_json
+from .core import ConfigError, WSSSError, RunLock, check_keys, load_config, run_dir, save_json
 from .cam import method_names, methods
 from .core import project_root
 from .stages import STAGES
@@ -136,12 +136,13 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
     check_components(params, where=where)   # before any stage: a typo should not cost the classifier's training
     out = run_dir(params['out_root'], params['run'])
     nb_dir = out/'notebooks'
-    save_json(params, out/'config.json')
-    for nb in stages:
-        if nb == '04_train_seg':
-            _execute(nb, nb_dir, {**params, 'seg_labels': 'pseudo'}, log_output)
-            if params.get('train_gt_bound'): _execute('04_train_seg', nb_dir/'gt_bound', {**params, 'seg_labels': 'gt'}, log_output)
-        else: _execute(nb, nb_dir, params, log_output)
+    with RunLock(out):   # a second run on this folder fails now, naming this process
+        save_json(params, out/'config.json')
+        for nb in stages:
+            if nb == '04_train_seg':
+                _execute(nb, nb_dir, {**params, 'seg_labels': 'pseudo'}, log_output)
+                if params.get('train_gt_bound'): _execute('04_train_seg', nb_dir/'gt_bound', {**params, 'seg_labels': 'gt'}, log_output)
+            else: _execute(nb, nb_dir, params, log_output)
     f = out/'scores.json'
     return json.loads(f.read_text()) if f.is_file() else {}
 

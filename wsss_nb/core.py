@@ -13,7 +13,7 @@ import yaml
 # %% auto #0
 __all__ = ['WSSSError', 'ConfigError', 'DataError', 'Registry', 'check_keys', 'load_config', 'seed_everything',
            'configure_determinism', 'get_device', 'autocast', 'atomic_write', 'save_json', 'load_json', 'save_npz',
-           'save_torch', 'save_text', 'params_hash', 'run_dir', 'Stage', 'poly_lr', 'PolyLR', 'project_root',
+           'save_torch', 'save_text', 'params_hash', 'run_dir', 'Stage', 'RunLock', 'poly_lr', 'PolyLR', 'project_root',
            'resolve_path']
 
 # %% ../nbs/00_core.ipynb #740b5ba1
@@ -223,6 +223,47 @@ class Stage:
         return load_json(self.path/'_done.json')['summary']
 
     def __repr__(self): return f"Stage({self.path}, done={self.done})"
+
+# %% ../nbs/00_core.ipynb #1c02aa7f
+def _pid_alive(pid:int)->bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True   # alive, owned by another user
+    return True
+
+class RunLock:
+    "Exclusive use of a run folder by one process: a second run on it fails at once naming the holder; a dead holder's lock is taken over."
+    def __init__(self, folder): # the run folder `out_root/run`
+        self.folder = Path(folder); self.path = self.folder/'.lock'; self.held = False
+    def _holder(self)->dict:
+        try: return json.loads(self.path.read_text())
+        except (OSError, ValueError): return {}
+    def acquire(self):
+        "Take the lock or raise `WSSSError` naming the live process that holds it."
+        import socket
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = dict(pid=os.getpid(), host=socket.gethostname())
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with os.fdopen(fd, 'w') as f: json.dump(me, f)
+                self.held = True; return self
+            except FileExistsError:
+                h = self._holder()
+                pid = h.get('pid')
+                if pid == me['pid'] and h.get('host') == me['host']: return self   # already ours (nested use): the outer one releases
+                if isinstance(pid, int) and (h.get('host') != me['host'] or _pid_alive(pid)):
+                    raise WSSSError(f"run folder {self.folder} is in use by process {pid} on {h.get('host')} (lock {self.path}); "
+                                    f"wait for it to finish, stop it, or choose another `run` name")
+                with contextlib.suppress(FileNotFoundError): os.remove(self.path)   # stale: its process is gone
+        raise WSSSError(f"could not take the lock {self.path}; delete it if no run is using {self.folder}")
+    def release(self):
+        "Remove the lock if this process holds it."
+        if self.held and self._holder().get('pid') == os.getpid():
+            with contextlib.suppress(FileNotFoundError): os.remove(self.path)
+        self.held = False
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
 
 # %% ../nbs/00_core.ipynb #1eb5647f
 def poly_lr(base_lr:float, # Learning rate at iteration 0
