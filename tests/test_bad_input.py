@@ -175,3 +175,33 @@ def test_second_run_on_a_locked_folder_fails_at_once(tmp_path, capsys, monkeypat
     finally: other.kill(); other.wait()
     assert cli.main(['run', str(f), '--stages', '01_train_cls']) == 0     # its process is gone: the lock is taken over
     assert ran == ['01_train_cls'] and not (tmp_path/'out'/'x'/'.lock').exists()   # and released at the end
+
+def test_replaced_weight_file_reruns_the_stage(smoke_data, tmp_path, capsys):
+    "The classifier's fingerprint holds the weight file's content: a new file behind the same path reruns it."
+    import torch
+    import wsss_nb.stages as S
+    from wsss_nb.backbones import get_backbone
+    w = tmp_path/'lite0.pth'
+    torch.save(get_backbone('efficientnet_lite0', pretrained='imagenet').state_dict(), w)
+    kw = dict(run='r', out_root=tmp_path/'out', data_root=smoke_data, epochs=1, batch_size=8, crop_size=64, pretrained=str(w),
+              device='cpu', progress=False)
+    S.train_classifier(**kw); capsys.readouterr()
+    S.train_classifier(**kw); assert 'already done' in capsys.readouterr().out
+    sd = torch.load(w); k = next(k for k, v in sd.items() if v.is_floating_point()); sd[k] = sd[k] + 0.01
+    torch.save(sd, w)                                           # same path, other weights
+    st = S.train_classifier(**kw)
+    assert 'already done' not in capsys.readouterr().out and st.done
+
+def test_weight_files_checked_before_stage_01(tmp_path, capsys):
+    "A missing weight file, or one whose keys do not fit the backbone, fails before any stage, naming the key and the file."
+    import torch
+    from wsss_nb.cli import main
+    torch.save({'conv.weight': torch.zeros(1)}, tmp_path/'wrong.pth')
+    for line, says in ((f'pretrained: {tmp_path/"gone.pth"}', 'pretrained='),
+                       (f'seg_pretrained: {tmp_path/"wrong.pth"}', "does not load into seg_backbone='efficientnet_lite0'"),
+                       (f'method: sccam\nmethod_args: {{round0_weights: {tmp_path/"r38.pth"}}}', 'method_args.round0_weights=')):
+        f = tmp_path/'c.yaml'; f.write_text(f'run: x\nout_root: {tmp_path/"out"}\n{line}\n')
+        assert main(['run', str(f)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and 'c.yaml' in err, err
+        assert not (tmp_path/'out').exists()

@@ -15,8 +15,9 @@ from .stages import STAGES
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'TYPE_EXCEPTIONS', 'POSITIVE',
            'NON_NEGATIVE', 'POSITIVE_LISTS', 'DEMO_CONFIG', 'OVERRIDE_HELP', 'pipelines_dir', 'notebook_params',
-           'valid_keys', 'StageFailed', 'check_components', 'run_pipeline', 'check_types', 'methods_table',
-           'format_scores', 'list_components', 'parse_override', 'apply_overrides', 'run_compare', 'main']
+           'valid_keys', 'StageFailed', 'check_components', 'check_weight_files', 'run_pipeline', 'check_types',
+           'methods_table', 'format_scores', 'list_components', 'parse_override', 'apply_overrides', 'run_compare',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
@@ -123,6 +124,23 @@ def _all_defaults()->dict:
     for nb in STAGE_NOTEBOOKS: out.update(notebook_params(nb))
     return {**out, **notebook_params('00_run_all')}
 
+def check_weight_files(params:dict, # full pipeline parameters (paths resolved)
+                       where:str='config'): # name of the config source, for errors
+    "Before stage 01: every weight file the config names exists, and the backbone weights load into their network (keys and shapes)."
+    from wsss_nb.backbones import get_backbone
+    for key, net, stride in (('pretrained', 'backbone', 'output_stride'), ('seg_pretrained', 'seg_backbone', 'seg_output_stride')):
+        v = params.get(key)
+        if v is None or v == 'imagenet': continue
+        if not Path(v).is_file(): raise ConfigError(f"{where}: {key}={v}: weight file not found (expected a state_dict file, 'imagenet' or null)")
+        try: get_backbone(params[net], pretrained=v, output_stride=params.get(stride, 16))
+        except (WSSSError, RuntimeError) as e:
+            raise ConfigError(f"{where}: {key}={v} does not load into {net}={params[net]!r}: {str(e).splitlines()[0][:400]}") from None
+    for group in ('method_args', 'refiner_args'):
+        for k, v in (params.get(group) or {}).items():
+            if k in NESTED_WEIGHT_KEYS and isinstance(v, str) and v != 'imagenet' and not Path(v).is_file():
+                raise ConfigError(f"{where}: {group}.{k}={v}: weight file not found; convert or download it first "
+                                  f"(the method's notebook says how), or set {group}.{k} to another file")
+
 def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_keys`)
                  stages:list=None, # Subset of STAGE_NOTEBOOKS to run (default: all)
                  log_output:bool=False, # Stream the notebooks' output (progress bars) to the terminal
@@ -133,7 +151,8 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
     check_keys({s: 1 for s in stages}, STAGE_NOTEBOOKS, where='stages')
     params = {**notebook_params('00_run_all'), **_resolve_paths(cfg)}
     check_types(cfg, _all_defaults(), where=where)   # types and ranges, before any stage
-    check_components(params, where=where)   # before any stage: a typo should not cost the classifier's training
+    check_components(params, where=where)
+    check_weight_files(params, where=where)   # before any stage: a typo should not cost the classifier's training
     out = run_dir(params['out_root'], params['run'])
     nb_dir = out/'notebooks'
     with RunLock(out):   # a second run on this folder fails now, naming this process

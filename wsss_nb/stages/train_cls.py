@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from ..core import ConfigError, DataError, WSSSError, Stage, autocast, save_torch, seed_everything
+from ..core import ConfigError, DataError, WSSSError, Stage, autocast, input_fingerprints, save_torch, seed_everything
 from ..data import SegTransform
 from ..backbones import get_backbone
 from ..cam import MethodContext, get_method
@@ -59,6 +59,10 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                   head_lr_mult=head_lr_mult, weight_decay=weight_decay, saliency_dir=_str(saliency_dir), seed=seed, max_images=max_images,
                   **_non_default(flip=(flip, True), jitter=(jitter, 0.3), bn_eval=(bn_eval, False), sync_bn=(sync_bn, False),
                                  resize=(resize, None)))
+    sal = None if saliency_dir is None else (Path(saliency_dir) if Path(saliency_dir).is_absolute() else Path(data_root)/saliency_dir)
+    inputs = input_fingerprints(Path(out_root)/'.hash_cache.json', pretrained=pretrained, saliency_dir=sal,
+                                **{f'method_args.{k}': v for k, v in method_args.items() if k in ('pretrained', 'weights', 'round0_weights')})
+    if inputs: params['inputs'] = inputs    # content of the files read: a replaced weight file reruns the stage
     st = Stage(out_root, run, 'cls', params)
     if st.done: print(f"cls: already done with these parameters ({st.path})"); return st
     wsss = get_method(method, **method_args)   # fails on unknown names before any work

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
-from ..core import ConfigError, DataError, Stage, PolyLR, autocast, save_torch, seed_everything
+from ..core import ConfigError, DataError, Stage, PolyLR, autocast, input_fingerprints, save_torch, seed_everything
 from ..data import SegTransform, get_dataset, load_mask, normalize
 from ..deeplab import DEFAULT_NECK, build_deeplab, msc_loss, resize_labels
 from ..dist import all_reduce_sum, init_distributed, on_main, per_rank_batch, seed_rank, shard_loader, wrap_ddp
@@ -59,6 +59,7 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
                   pretrained=None if pretrained is None else str(pretrained), output_stride=output_stride,
                   rates=list(rates), msc=msc, iters=iters, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                   crop_size=crop_size, scales=list(scales), seed=seed, max_images=max_images, **_non_default(flip=(flip, True), neck=(neck, None)))
+    if inputs := input_fingerprints(Path(out_root)/'.hash_cache.json', pretrained=pretrained): params['inputs'] = inputs
     st = Stage(out_root, run, f'seg_{labels}', params, upstream=upstream)
     if st.done: print(f"seg_{labels}: already done with these parameters ({st.path})"); return st
     info = init_distributed(device); dev = info.device   # rank 0 of 1 unless started by torchrun
