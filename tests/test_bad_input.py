@@ -76,3 +76,132 @@ def test_cli_list(capsys):
     assert main(['list']) == 0
     out = capsys.readouterr().out
     for name in ('synthetic', 'voc12', 'efficientnet_lite0', 'resnet101', 'cam', 'crf'): assert name in out
+
+# ---- issue 20: runs a user can trust ----
+import json, subprocess, sys, yaml
+from conftest import ROOT
+
+def _smoke_cfg(tmp, data, **kw):
+    cfg = dict(run='r', dataset='synthetic', data_root=str(data), make_data=False, out_root=str(tmp/'out'), device='cpu',
+               cls_epochs=1, cls_batch_size=8, cls_crop_size=64, cam_scales=[1.0], seg_iters=2, seg_batch_size=4,
+               seg_crop_size=64, seg_rates=[2, 4], **kw)
+    f = tmp/'cfg.yaml'; f.write_text(yaml.safe_dump(cfg)); return f
+
+def test_diverged_stage_is_one_line_not_done_and_reruns(smoke_data, tmp_path, capsys):
+    "Through the real CLI and papermill: a NaN loss stops the stage with one line naming the step, lr and key; no done marker."
+    from wsss_nb.cli import main
+    f = _smoke_cfg(tmp_path, smoke_data, cls_lr=1e30)
+    assert main(['run', str(f), '--stages', '01_train_cls', '--quiet']) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip() and not l.startswith('[IPKernelApp]')]   # the kernel's own warning
+    assert len(err) == 1, err                                   # one line, no papermill traceback
+    nb = tmp_path/'out'/'r'/'notebooks'/'01_train_cls.failed.ipynb'
+    assert err[0].startswith('wsss-nb: 01_train_cls failed: cls: loss became ') and 'at step ' in err[0], err[0]
+    assert '(lr 1e+30): lower `cls_lr`' in err[0] and err[0].endswith(f'(notebook: {nb})')
+    assert nb.is_file() and 'loss became' in nb.read_text()     # the traceback stays in the executed notebook
+    assert not (tmp_path/'out'/'r'/'cls'/'_done.json').exists()
+    f = _smoke_cfg(tmp_path, smoke_data, cls_lr=0.01)           # the fix: a rerun redoes the stage, no manual deletion
+    assert main(['run', str(f), '--stages', '01_train_cls', '--quiet']) == 0
+    assert (tmp_path/'out'/'r'/'cls'/'_done.json').is_file() and (tmp_path/'out'/'r'/'notebooks'/'01_train_cls.ipynb').is_file()
+
+def test_diverged_segmentation_stops_early(smoke_data, tmp_path):
+    import wsss_nb.stages as S
+    kw = dict(run='r', out_root=tmp_path, data_root=smoke_data, labels='gt', iters=60, batch_size=4, crop_size=64, rates=[2],
+              lr=1e30, device='cpu', progress=False)
+    with pytest.raises(WSSSError, match=r'seg_gt: loss became .* at step \d+ \(lr 1e\+30\): lower `seg_lr`'):
+        S.train_segmentation(**kw)
+    assert not (tmp_path/'r'/'seg_gt'/'_done.json').exists() and not (tmp_path/'r'/'seg_gt'/'last.pt').exists()
+
+def test_verbose_prints_the_traceback_then_the_line(tmp_path, capsys, monkeypatch):
+    import wsss_nb.cli as cli
+    def fail(*a, **k): raise cli.StageFailed('02_make_cams', 'IndexError', 'index 40 is out of bounds', tmp_path/'x.failed.ipynb', 'Traceback (most recent call last):\n  ...\nIndexError: index 40')
+    monkeypatch.setattr(cli, 'run_pipeline', fail)
+    f = tmp_path/'c.yaml'; f.write_text('run: x\n')
+    assert cli.main(['run', str(f)]) == 2
+    assert capsys.readouterr().err.strip() == f'wsss-nb: 02_make_cams failed: IndexError: index 40 is out of bounds (notebook: {tmp_path/"x.failed.ipynb"})'
+    assert cli.main(['run', str(f), '--verbose']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith('Traceback') and err[-1].startswith('wsss-nb: 02_make_cams failed: IndexError')
+
+@pytest.mark.parametrize('module', ['wsss_nb', 'wsss_nb.cli'])
+def test_python_dash_m_is_the_cli(module, tmp_path):
+    p = subprocess.run([sys.executable, '-m', module, 'list'], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0 and 'methods:' in p.stdout, p.stderr
+    p = subprocess.run([sys.executable, '-m', module, 'run', str(tmp_path/'missing.yaml')], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and 'missing.yaml' in p.stderr
+
+def test_nested_override_merges(tmp_path, monkeypatch, capsys):
+    "`method_args.rounds=2` (or a dict) on the command line keeps the config's other method_args; `:=` replaces."
+    import wsss_nb.cli as cli
+    seen = {}
+    monkeypatch.setattr(cli, 'run_pipeline', lambda cfg, **k: seen.update(cfg) or {})
+    f = tmp_path/'c.yaml'; f.write_text('run: x\nmethod: sccam\nmethod_args: {rounds: 4, k: 10}\n')
+    assert cli.main(['run', str(f), 'method_args.rounds=2']) == 0 and seen['method_args'] == {'rounds': 2, 'k': 10}
+    assert cli.main(['run', str(f), 'method_args={rounds: 3}']) == 0 and seen['method_args'] == {'rounds': 3, 'k': 10}
+    assert cli.main(['run', str(f), 'method_args:={rounds: 3}']) == 0 and seen['method_args'] == {'rounds': 3}
+    capsys.readouterr()
+    assert cli.main(['params']) == 0 and 'key.sub=value' in capsys.readouterr().out   # documented in `wsss-nb params`
+
+@pytest.mark.parametrize('override, says', [('seg_iters=abc', "seg_iters='abc' (expected an integer"),
+                                            ('cam_scales=0.5', 'cam_scales=0.5 (expected a list'),
+                                            ('cls_batch_size=-8', 'cls_batch_size=-8 (expected > 0)'),
+                                            ('cls_lr=0', 'cls_lr=0 (expected > 0)'),
+                                            ('seg_msc=maybe', "seg_msc='maybe' (expected true/false")])
+def test_wrong_types_and_ranges_fail_before_any_stage(override, says, tmp_path, capsys):
+    from wsss_nb.cli import main
+    f = tmp_path/'c.yaml'; f.write_text(f'run: x\nout_root: {tmp_path/"out"}\n')
+    assert main(['run', str(f), override]) == 2
+    err = capsys.readouterr().err
+    assert says in err and 'c.yaml' in err, err
+    assert not (tmp_path/'out').exists()                 # nothing ran
+
+def test_every_shipped_config_passes_the_type_check():
+    from wsss_nb.cli import check_types, _all_defaults
+    from wsss_nb.core import load_config
+    for f in sorted((ROOT/'configs').glob('*.yaml')): check_types(load_config(f), _all_defaults(), str(f))
+
+def test_second_run_on_a_locked_folder_fails_at_once(tmp_path, capsys, monkeypatch):
+    "A live process holding out_root/run: the CLI fails before any stage, naming it; a dead holder's lock is taken over."
+    import socket, wsss_nb.cli as cli
+    ran = []
+    monkeypatch.setattr(cli, '_execute', lambda nb, *a, **k: ran.append(nb))
+    f = tmp_path/'c.yaml'; f.write_text(f'run: x\nout_root: {tmp_path/"out"}\n')
+    (tmp_path/'out'/'x').mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        (tmp_path/'out'/'x'/'.lock').write_text(json.dumps(dict(pid=other.pid, host=socket.gethostname())))
+        assert cli.main(['run', str(f), '--stages', '01_train_cls']) == 2
+        err = capsys.readouterr().err
+        assert f'in use by process {other.pid}' in err and str(tmp_path/'out'/'x') in err and ran == []
+    finally: other.kill(); other.wait()
+    assert cli.main(['run', str(f), '--stages', '01_train_cls']) == 0     # its process is gone: the lock is taken over
+    assert ran == ['01_train_cls'] and not (tmp_path/'out'/'x'/'.lock').exists()   # and released at the end
+
+def test_replaced_weight_file_reruns_the_stage(smoke_data, tmp_path, capsys):
+    "The classifier's fingerprint holds the weight file's content: a new file behind the same path reruns it."
+    import torch
+    import wsss_nb.stages as S
+    from wsss_nb.backbones import get_backbone
+    w = tmp_path/'lite0.pth'
+    torch.save(get_backbone('efficientnet_lite0', pretrained='imagenet').state_dict(), w)
+    kw = dict(run='r', out_root=tmp_path/'out', data_root=smoke_data, epochs=1, batch_size=8, crop_size=64, pretrained=str(w),
+              device='cpu', progress=False)
+    S.train_classifier(**kw); capsys.readouterr()
+    S.train_classifier(**kw); assert 'already done' in capsys.readouterr().out
+    sd = torch.load(w); k = next(k for k, v in sd.items() if v.is_floating_point()); sd[k] = sd[k] + 0.01
+    torch.save(sd, w)                                           # same path, other weights
+    st = S.train_classifier(**kw)
+    assert 'already done' not in capsys.readouterr().out and st.done
+
+def test_weight_files_checked_before_stage_01(tmp_path, capsys):
+    "A missing weight file, or one whose keys do not fit the backbone, fails before any stage, naming the key and the file."
+    import torch
+    from wsss_nb.cli import main
+    torch.save({'conv.weight': torch.zeros(1)}, tmp_path/'wrong.pth')
+    for line, says in ((f'pretrained: {tmp_path/"gone.pth"}', 'pretrained='),
+                       (f'seg_pretrained: {tmp_path/"wrong.pth"}', "does not load into seg_backbone='efficientnet_lite0'"),
+                       (f'method: sccam\nmethod_args: {{round0_weights: {tmp_path/"r38.pth"}}}', 'method_args.round0_weights=')):
+        f = tmp_path/'c.yaml'; f.write_text(f'run: x\nout_root: {tmp_path/"out"}\n{line}\n')
+        assert main(['run', str(f)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and 'c.yaml' in err, err
+        assert not (tmp_path/'out').exists()

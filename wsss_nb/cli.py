@@ -7,15 +7,17 @@ from __future__ import annotations
 import argparse, ast, json, os, sys, time
 import wsss_nb
 from pathlib import Path
-from .core import ConfigError, WSSSError, check_keys, load_config, run_dir, save_json
+from .core import ConfigError, WSSSError, RunLock, check_keys, load_config, run_dir, save_json
 from .cam import method_names, methods
 from .core import project_root
 from .stages import STAGES
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'DEMO_CONFIG', 'pipelines_dir',
-           'notebook_params', 'valid_keys', 'check_components', 'run_pipeline', 'methods_table', 'format_scores',
-           'list_components', 'parse_override', 'run_compare', 'main']
+__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'TYPE_EXCEPTIONS', 'POSITIVE',
+           'NON_NEGATIVE', 'POSITIVE_LISTS', 'DEMO_CONFIG', 'OVERRIDE_HELP', 'pipelines_dir', 'notebook_params',
+           'valid_keys', 'StageFailed', 'check_components', 'check_weight_files', 'run_pipeline', 'check_types',
+           'methods_table', 'format_scores', 'list_components', 'parse_override', 'apply_overrides', 'run_compare',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
@@ -63,6 +65,22 @@ def _resolve_paths(cfg:dict)->dict:
         return v
     return {k: _fix(k, v) for k, v in cfg.items()}
 
+class StageFailed(WSSSError):
+    "A pipeline notebook failed: one line for the user (`stage failed: message (notebook: path)`), the traceback kept."
+    LIBRARY_ERRORS = ('WSSSError', 'ConfigError', 'DataError', 'StageFailed')   # their message is already the whole story
+    def __init__(self, stage:str, # pipeline notebook that failed, e.g. '04_train_seg'
+                 ename:str, # exception class name raised in the notebook
+                 evalue:str, # its message
+                 notebook=None, # the executed (failed) notebook, holding the full traceback
+                 traceback:str=''): # the traceback text, shown with `--verbose`
+        self.stage, self.ename, self.evalue, self.notebook, self.traceback = stage, ename, evalue, notebook, traceback
+        msg = evalue if ename in self.LIBRARY_ERRORS else f"{ename}: {evalue}"
+        super().__init__(f"{stage} failed: {msg.strip()}" + (f" (notebook: {notebook})" if notebook else ''))
+
+def _strip_ansi(s:str)->str:
+    import re
+    return re.sub(r'\x1b\[[0-9;]*[A-Za-z]', '', s)
+
 def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
     "Run one pipeline notebook with papermill; the executed copy appears in `out_dir` only when it succeeded."
     import papermill as pm
@@ -73,6 +91,11 @@ def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
     t0 = time.time()
     try: pm.execute_notebook(str(pipelines_dir()/f'{nb}.ipynb'), str(partial), parameters=sub, kernel_name='python3',
                              progress_bar=False, log_output=log_output, cwd=str(pipelines_dir()))
+    except pm.PapermillExecutionError as e:   # an error inside the notebook: one line, the traceback in the notebook
+        failed = out_dir/f'{nb}.failed.ipynb'
+        if partial.exists(): os.replace(partial, failed)
+        raise StageFailed(nb, e.ename, e.evalue, failed if failed.exists() else None,
+                          _strip_ansi('\n'.join(e.traceback))) from None
     except Exception:
         if partial.exists(): os.replace(partial, out_dir/f'{nb}.failed.ipynb')
         raise
@@ -96,6 +119,28 @@ def check_components(params:dict, # full pipeline parameters (defaults merged)
     except (ConfigError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from e
 
+def _all_defaults()->dict:
+    out = {}
+    for nb in STAGE_NOTEBOOKS: out.update(notebook_params(nb))
+    return {**out, **notebook_params('00_run_all')}
+
+def check_weight_files(params:dict, # full pipeline parameters (paths resolved)
+                       where:str='config'): # name of the config source, for errors
+    "Before stage 01: every weight file the config names exists, and the backbone weights load into their network (keys and shapes)."
+    from wsss_nb.backbones import get_backbone
+    for key, net, stride in (('pretrained', 'backbone', 'output_stride'), ('seg_pretrained', 'seg_backbone', 'seg_output_stride')):
+        v = params.get(key)
+        if v is None or v == 'imagenet': continue
+        if not Path(v).is_file(): raise ConfigError(f"{where}: {key}={v}: weight file not found (expected a state_dict file, 'imagenet' or null)")
+        try: get_backbone(params[net], pretrained=v, output_stride=params.get(stride, 16))
+        except (WSSSError, RuntimeError) as e:
+            raise ConfigError(f"{where}: {key}={v} does not load into {net}={params[net]!r}: {str(e).splitlines()[0][:400]}") from None
+    for group in ('method_args', 'refiner_args'):
+        for k, v in (params.get(group) or {}).items():
+            if k in NESTED_WEIGHT_KEYS and isinstance(v, str) and v != 'imagenet' and not Path(v).is_file():
+                raise ConfigError(f"{where}: {group}.{k}={v}: weight file not found; convert or download it first "
+                                  f"(the method's notebook says how), or set {group}.{k} to another file")
+
 def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_keys`)
                  stages:list=None, # Subset of STAGE_NOTEBOOKS to run (default: all)
                  log_output:bool=False, # Stream the notebooks' output (progress bars) to the terminal
@@ -105,17 +150,54 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
     stages = stages or STAGE_NOTEBOOKS
     check_keys({s: 1 for s in stages}, STAGE_NOTEBOOKS, where='stages')
     params = {**notebook_params('00_run_all'), **_resolve_paths(cfg)}
-    check_components(params, where=where)   # before any stage: a typo should not cost the classifier's training
+    check_types(cfg, _all_defaults(), where=where)   # types and ranges, before any stage
+    check_components(params, where=where)
+    check_weight_files(params, where=where)   # before any stage: a typo should not cost the classifier's training
     out = run_dir(params['out_root'], params['run'])
     nb_dir = out/'notebooks'
-    save_json(params, out/'config.json')
-    for nb in stages:
-        if nb == '04_train_seg':
-            _execute(nb, nb_dir, {**params, 'seg_labels': 'pseudo'}, log_output)
-            if params.get('train_gt_bound'): _execute('04_train_seg', nb_dir/'gt_bound', {**params, 'seg_labels': 'gt'}, log_output)
-        else: _execute(nb, nb_dir, params, log_output)
+    with RunLock(out):   # a second run on this folder fails now, naming this process
+        save_json(params, out/'config.json')
+        for nb in stages:
+            if nb == '04_train_seg':
+                _execute(nb, nb_dir, {**params, 'seg_labels': 'pseudo'}, log_output)
+                if params.get('train_gt_bound'): _execute('04_train_seg', nb_dir/'gt_bound', {**params, 'seg_labels': 'gt'}, log_output)
+            else: _execute(nb, nb_dir, params, log_output)
     f = out/'scores.json'
     return json.loads(f.read_text()) if f.is_file() else {}
+
+# %% ../nbs/10_cli.ipynb #0f66f600
+TYPE_EXCEPTIONS = {'pseudo_bg_threshold': (str, float, int), 'eval_crf': (bool, str), 'pretrained': (str, type(None)),
+                   'seg_pretrained': (str, type(None))}   # keys whose default does not show every accepted type
+POSITIVE = ('_batch_size', '_epochs', '_iters', '_lr', '_crop_size', 'synth_n_train', 'synth_size', 'cls_scale_min', 'cls_scale_max')
+NON_NEGATIVE = ('_weight_decay', 'cls_jitter', 'max_images', 'synth_n_val', 'cls_head_lr_mult')
+POSITIVE_LISTS = ('cam_scales', 'seg_scales', 'eval_scales', 'seg_rates')
+
+def _type_name(t): return {bool: 'true/false', int: 'an integer', float: 'a number', str: 'a string', list: 'a list',
+                           dict: 'a mapping', type(None): 'null'}.get(t, t.__name__)
+
+def check_types(cfg:dict, # config keys to check (only those present)
+                defaults:dict, # the pipeline notebooks' parameters-cell defaults (`notebook_params`)
+                where:str='config'): # name of the config source, for errors
+    "Fail at once, naming key and value, when a value has another type than its default (int, float, bool, list, mapping) or is out of range."
+    bad = []
+    for k, v in cfg.items():
+        d = defaults.get(k)
+        if k in TYPE_EXCEPTIONS: ok = isinstance(v, TYPE_EXCEPTIONS[k]); want = ' or '.join(map(_type_name, TYPE_EXCEPTIONS[k]))
+        elif d is None: continue                                    # None defaults take several types; their stage checks
+        elif isinstance(d, bool): ok, want = isinstance(v, bool), _type_name(bool)
+        elif isinstance(d, int): ok, want = isinstance(v, int) and not isinstance(v, bool), _type_name(int)
+        elif isinstance(d, float): ok, want = isinstance(v, (int, float)) and not isinstance(v, bool), _type_name(float)
+        elif isinstance(d, (list, tuple)): ok, want = isinstance(v, (list, tuple)), _type_name(list)
+        elif isinstance(d, dict): ok, want = v is None or isinstance(v, dict), _type_name(dict)
+        elif isinstance(d, str): ok, want = isinstance(v, str), _type_name(str)
+        else: continue
+        if not ok: bad.append(f"{k}={v!r} (expected {want}, like the default {d!r})"); continue
+        num = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if num and (k.endswith(POSITIVE) or k in POSITIVE) and not v > 0: bad.append(f"{k}={v!r} (expected > 0)")
+        elif num and (k.endswith(NON_NEGATIVE) or k in NON_NEGATIVE) and not v >= 0: bad.append(f"{k}={v!r} (expected >= 0)")
+        elif k in POSITIVE_LISTS and (not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)):
+            bad.append(f"{k}={v!r} (expected a non-empty list of positive numbers)")
+    if bad: raise ConfigError(f"{where}: wrong value(s): " + '; '.join(bad))
 
 # %% ../nbs/10_cli.ipynb #b4f76d3a
 def _registering_notebook(name:str, nbs:Path)->str:
@@ -165,9 +247,26 @@ def parse_override(s:str):
     k, v = s.split('=', 1)
     return k.strip(), yaml.safe_load(v)
 
+def apply_overrides(cfg:dict, # the config (not modified)
+                    overrides:list)->dict: # 'key=value' strings, see below
+    "The config with command-line overrides applied: `key=value`; `key.sub=value` sets one entry of a nested dict;\n    a dict value is merged into the config's dict (`method_args={rounds: 2}` keeps the other keys); `key:=value` replaces it whole."
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    for o in overrides:
+        k, v = parse_override(o)
+        if k.endswith(':'): out[k[:-1].strip()] = v; continue          # explicit replacement
+        if '.' in k:
+            top, sub = k.split('.', 1)
+            if not isinstance(out.get(top) or {}, dict): raise ConfigError(f"Override {o!r}: {top} is {out[top]!r}, not a mapping")
+            out[top] = {**(out.get(top) or {}), sub: v}
+        elif isinstance(v, dict) and isinstance(out.get(k), dict): out[k] = {**out[k], **v}
+        else: out[k] = v
+    return out
+
+OVERRIDE_HELP = ("overrides: key=value (value read as YAML); key.sub=value sets one entry of a nested mapping "
+                 "(method_args, refiner_args, ...); key={a: 1} merges into the config's mapping; key:={a: 1} replaces it")
+
 def _cmd_run(config, overrides, stages, quiet):
-    cfg = load_config(config)
-    cfg.update(dict(parse_override(o) for o in overrides))
+    cfg = apply_overrides(load_config(config), overrides)
     scores = run_pipeline(cfg, stages=stages, log_output=not quiet, where=str(config))
     print(format_scores(scores))
     out = run_dir(Path(cfg.get('out_root', 'outputs')), cfg.get('run', notebook_params('00_run_all')['run']))
@@ -202,17 +301,20 @@ def main(argv=None):
     d = sub.add_parser('demo', help='run the whole pipeline on the built-in synthetic dataset (CPU, minutes)')
     d.add_argument('overrides', nargs='*', help='key=value overrides of configs/demo.yaml')
     d.add_argument('--quiet', action='store_true', help='do not stream notebook output')
+    d.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
     r = sub.add_parser('run', help='run the pipeline notebooks from a YAML config')
     r.add_argument('config', help='YAML file of pipeline parameters')
-    r.add_argument('overrides', nargs='*', help='key=value overrides')
+    r.add_argument('overrides', nargs='*', help=OVERRIDE_HELP)
     r.add_argument('--stages', nargs='+', default=None, help=f'subset of {STAGE_NOTEBOOKS}')
     r.add_argument('--quiet', action='store_true')
+    r.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
     c = sub.add_parser('compare', help='run every method through the same pipeline; table + figure')
     c.add_argument('overrides', nargs='*', help='key=value overrides of the base config (shared settings)')
     c.add_argument('--methods', nargs='+', default=None, help='methods to compare (default: all)')
     c.add_argument('--base', default=None, help=f'shared settings YAML (default: {DEMO_CONFIG})')
     c.add_argument('--prefix', default='compare', help='run-name prefix and output folder name')
     c.add_argument('--quiet', action='store_true')
+    c.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
     sub.add_parser('list', help='list registered datasets, backbones, methods and refiners')
     sub.add_parser('params', help='list every valid config key with its default')
     sub.add_parser('methods', help="the README's table of registered methods (Markdown)")
@@ -228,7 +330,7 @@ def main(argv=None):
         elif a.cmd == 'docs': return run_docs(a)
         elif a.cmd == 'params':
             defaults = notebook_params('00_run_all')
-            print('\n'.join(f'{k} = {defaults[k]}' for k in sorted(defaults)))
+            print('\n'.join(f'{k} = {defaults[k]}' for k in sorted(defaults))); print(f'\n# {OVERRIDE_HELP}')
         elif a.cmd == 'demo':
             root = project_root() or pipelines_dir().parent.parent
             _cmd_run(root/DEMO_CONFIG, a.overrides, None, a.quiet)
@@ -236,6 +338,12 @@ def main(argv=None):
             dest = run_compare(a.methods, a.base, dict(parse_override(o) for o in a.overrides), a.prefix, not a.quiet)
             print((dest/'compare.md').read_text()); print(f"[wsss-nb] table: {dest/'compare.md'} and compare.csv; figure: {dest/'compare_maps.png'}")
         else: _cmd_run(a.config, a.overrides, a.stages, a.quiet)
+    except StageFailed as e:   # one line; the traceback stays in the executed notebook (and on screen with --verbose)
+        if getattr(a, 'verbose', False) and e.traceback: print(e.traceback, file=sys.stderr)
+        print(f"wsss-nb: {e}", file=sys.stderr); return 2
     except WSSSError as e:
         print(f"wsss-nb: error: {e}", file=sys.stderr); return 2
     return 0
+
+# %% ../nbs/10_cli.ipynb #10b283e2
+if __name__ == '__main__' and 'ipykernel' not in sys.modules: sys.exit(main())   # `python -m wsss_nb.cli`; not under Jupyter

@@ -13,8 +13,8 @@ import yaml
 # %% auto #0
 __all__ = ['WSSSError', 'ConfigError', 'DataError', 'Registry', 'check_keys', 'load_config', 'seed_everything',
            'configure_determinism', 'get_device', 'autocast', 'atomic_write', 'save_json', 'load_json', 'save_npz',
-           'save_torch', 'save_text', 'params_hash', 'run_dir', 'Stage', 'poly_lr', 'PolyLR', 'project_root',
-           'resolve_path']
+           'save_torch', 'save_text', 'params_hash', 'run_dir', 'Stage', 'content_hash', 'input_fingerprints',
+           'RunLock', 'poly_lr', 'PolyLR', 'project_root', 'resolve_path']
 
 # %% ../nbs/00_core.ipynb #740b5ba1
 class WSSSError(Exception):
@@ -223,6 +223,82 @@ class Stage:
         return load_json(self.path/'_done.json')['summary']
 
     def __repr__(self): return f"Stage({self.path}, done={self.done})"
+
+# %% ../nbs/00_core.ipynb #7734d56b
+def _file_sha(path:Path)->str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()[:16]
+
+def content_hash(path, # a file or a folder
+                 cache=None)->str: # JSON file caching hashes by (size, mtime); None: no cache
+    "Content fingerprint of a file (sha256) or a folder (its files' names and hashes); files are re-read only when size or mtime changed."
+    path = Path(path)
+    if not path.exists(): raise DataError(f"Input not found: {path}")
+    store = {}
+    if cache is not None and Path(cache).is_file():
+        with contextlib.suppress(Exception): store = json.loads(Path(cache).read_text())
+    changed = False
+    def one(f:Path)->str:
+        nonlocal changed
+        st = f.stat(); key = str(f.resolve()); sig = [st.st_size, st.st_mtime_ns]
+        if key in store and store[key][:2] == sig: return store[key][2]
+        store[key] = sig + [_file_sha(f)]; changed = True
+        return store[key][2]
+    if path.is_file(): out = one(path)
+    else:
+        files = sorted(f for f in path.rglob('*') if f.is_file() and not f.name.startswith('.'))
+        out = hashlib.sha256('\n'.join(f"{f.relative_to(path)}:{one(f)}" for f in files).encode()).hexdigest()[:16]
+    if changed and cache is not None:
+        with contextlib.suppress(OSError): save_json(store, cache)
+    return out
+
+def input_fingerprints(cache=None, # see `content_hash`
+                       **paths)->dict: # name=path of every file/folder a stage reads (None and non-paths like 'imagenet' skipped)
+    "{name: content hash} of the inputs that exist, for a stage's fingerprint: replacing a file behind the same path reruns the stage."
+    return {k: content_hash(v, cache) for k, v in paths.items() if isinstance(v, (str, Path)) and Path(v).exists()}
+
+# %% ../nbs/00_core.ipynb #1c02aa7f
+def _pid_alive(pid:int)->bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True   # alive, owned by another user
+    return True
+
+class RunLock:
+    "Exclusive use of a run folder by one process: a second run on it fails at once naming the holder; a dead holder's lock is taken over."
+    def __init__(self, folder): # the run folder `out_root/run`
+        self.folder = Path(folder); self.path = self.folder/'.lock'; self.held = False
+    def _holder(self)->dict:
+        try: return json.loads(self.path.read_text())
+        except (OSError, ValueError): return {}
+    def acquire(self):
+        "Take the lock or raise `WSSSError` naming the live process that holds it."
+        import socket
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = dict(pid=os.getpid(), host=socket.gethostname())
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with os.fdopen(fd, 'w') as f: json.dump(me, f)
+                self.held = True; return self
+            except FileExistsError:
+                h = self._holder()
+                pid = h.get('pid')
+                if pid == me['pid'] and h.get('host') == me['host']: return self   # already ours (nested use): the outer one releases
+                if isinstance(pid, int) and (h.get('host') != me['host'] or _pid_alive(pid)):
+                    raise WSSSError(f"run folder {self.folder} is in use by process {pid} on {h.get('host')} (lock {self.path}); "
+                                    f"wait for it to finish, stop it, or choose another `run` name")
+                with contextlib.suppress(FileNotFoundError): os.remove(self.path)   # stale: its process is gone
+        raise WSSSError(f"could not take the lock {self.path}; delete it if no run is using {self.folder}")
+    def release(self):
+        "Remove the lock if this process holds it."
+        if self.held and self._holder().get('pid') == os.getpid():
+            with contextlib.suppress(FileNotFoundError): os.remove(self.path)
+        self.held = False
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
 
 # %% ../nbs/00_core.ipynb #1eb5647f
 def poly_lr(base_lr:float, # Learning rate at iteration 0

@@ -10,7 +10,7 @@ import argparse, sys
 from .core import WSSSError, load_config, check_keys, run_dir, load_json
 from .dist import init_distributed, is_main, get_rank, on_main, cleanup
 from .stages import STAGES, stage_kwargs, prepare_data, train_classifier, make_cams, make_pseudo_labels, train_segmentation, evaluate
-from .cli import notebook_params, valid_keys, parse_override, format_scores
+from .cli import notebook_params, valid_keys, parse_override, apply_overrides, OVERRIDE_HELP, format_scores
 
 # %% auto #0
 __all__ = ['STAGE_ORDER', 'run_stages', 'main']
@@ -44,11 +44,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog='python -m wsss_nb.distributed', description='Run wsss_nb stages, single process or under torchrun.')
     sub = ap.add_subparsers(dest='cmd', required=True)
     r = sub.add_parser('run', help='run stages from a YAML config (every torchrun process runs this)')
-    r.add_argument('config'); r.add_argument('overrides', nargs='*', help='key=value overrides')
+    r.add_argument('config'); r.add_argument('overrides', nargs='*', help=OVERRIDE_HELP)
     r.add_argument('--stages', default=','.join(STAGE_ORDER), help=f'comma-separated subset of {",".join(STAGE_ORDER)}')
     a = ap.parse_args(argv)
     try:
-        cfg = load_config(a.config); cfg.update(dict(parse_override(o) for o in a.overrides))
+        cfg = apply_overrides(load_config(a.config), a.overrides)
         scores = run_stages(cfg, [s.strip() for s in a.stages.split(',') if s.strip()])
         if is_main() and scores: print(format_scores(scores))
     except WSSSError as e:

@@ -4,11 +4,12 @@
 
 # %% ../../nbs/09a_stages.common.ipynb #a76426bd
 from __future__ import annotations
-import os
+import math, os, random
 from pathlib import Path
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from ..core import ConfigError, save_json, save_torch
+from ..core import ConfigError, WSSSError, save_json, save_torch
 from ..data import get_dataset
 from ..cam import seed_numpy_worker
 from .. import viz
@@ -99,9 +100,37 @@ def _bn_eval(model):
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm): m.eval()
 
-def _checkpoint(path, model, opt, sched, step, history, method_state=None):
+def _generators(loader)->list:
+    "The torch Generators a DataLoader draws its order and worker seeds from (its own, its sampler's, its batch sampler's)."
+    out = []
+    for obj in (loader, getattr(loader, 'batch_sampler', None), getattr(loader, 'sampler', None),
+                getattr(getattr(loader, 'batch_sampler', None), 'sampler', None), getattr(getattr(loader, 'batch_sampler', None), 'batch_sampler', None)):
+        g = getattr(obj, 'generator', None)
+        if isinstance(g, torch.Generator) and all(g is not o for o in out): out.append(g)
+    return out
+
+def _rng_state()->dict:
+    "Every global random state a training step may use: torch, CUDA, NumPy, Python."
+    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+
+def _set_rng_state(s):
+    if isinstance(s, torch.Tensor): torch.set_rng_state(s); return        # checkpoints of older versions
+    torch.set_rng_state(s['torch']); np.random.set_state(s['numpy']); random.setstate(s['python'])
+    if s.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
+
+def _checkpoint(path, model, opt, sched, step, history, method_state=None,
+                loader_rng=None, # states of the loader's generators at the start of the current epoch (`_generators`)
+                epoch_pos:int=0): # batches of the current epoch already trained on
     save_torch(dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step,
-                    history=history, rng=torch.get_rng_state(), method_state=method_state or {}), path)
+                    history=history, rng=_rng_state(), loader_rng=loader_rng, epoch_pos=epoch_pos,
+                    method_state=method_state or {}), path)
+
+def _resume_loader(path)->tuple:
+    "(loader generator states, batches already seen in that epoch, global RNG state) of a checkpoint; (None, 0, None) without one."
+    if not Path(path).is_file(): return None, 0, None
+    ck = torch.load(path, map_location='cpu', weights_only=False)
+    return ck.get('loader_rng'), ck.get('epoch_pos', 0), ck['rng']
 
 def _resume(path, model, opt, sched, method=None):
     "Restore a checkpoint written by `_checkpoint` (and the method's own state); returns (step, history)."
@@ -109,7 +138,7 @@ def _resume(path, model, opt, sched, method=None):
     ck = torch.load(path, map_location='cpu', weights_only=False)
     model.load_state_dict(ck['model']); opt.load_state_dict(ck['opt']); sched.load_state_dict(ck['sched'])
     if method is not None: method.load_method_state(ck.get('method_state', {}))
-    torch.set_rng_state(ck['rng'])
+    _set_rng_state(ck['rng'])
     print(f"resuming from {path} at step {ck['step']}")
     return ck['step'], ck['history']
 
@@ -136,3 +165,13 @@ class LossLog:
             self.history.extend({k: float(v) for k, v in zip(keys, row)} for row in t)
             self._buf.clear()
         return self.history[-1] if self.history else {}
+    def check_finite(self, stage:str, # stage name for the message, e.g. 'seg_gt'
+                     lr_key:str, # the config key of the learning rate, e.g. 'seg_lr'
+                     lr:float, # its value
+                     first:int=0): # index of the first history entry to check (0: all)
+        "Raise `WSSSError` at the first non-finite loss in `history`: the stage stops there and is never marked done."
+        for i, h in enumerate(self.history[first:], first):
+            bad = [k for k, v in h.items() if not math.isfinite(v)]
+            if bad:
+                raise WSSSError(f"{stage}: loss became {'NaN' if math.isnan(h[bad[0]]) else 'infinite'} at step {i+1} (lr {lr}): "
+                                f"lower `{lr_key}` (or set `amp: false`) and rerun; the stage is not marked done and reruns")

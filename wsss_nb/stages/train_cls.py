@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from ..core import ConfigError, DataError, WSSSError, Stage, autocast, save_torch, seed_everything
+from ..core import ConfigError, DataError, WSSSError, Stage, autocast, input_fingerprints, save_torch, seed_everything
 from ..data import SegTransform
 from ..backbones import get_backbone
 from ..cam import MethodContext, get_method
 from ..dist import LossModule, convert_sync_bn, init_distributed, on_main, per_rank_batch, seed_rank, shard_loader, wrap_ddp
 from .common import (LossLog, auto_workers, collate, _to, _peak_mem_mb, _dataset, _without_masks, _subset, _str, _non_default, _bn_eval,
-                                   _checkpoint, _resume, _save_history)
+                                   _checkpoint, _resume, _resume_loader, _generators, _set_rng_state, _save_history)
 
 # %% auto #0
 __all__ = ['train_classifier', 'load_classifier']
@@ -59,6 +59,10 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                   head_lr_mult=head_lr_mult, weight_decay=weight_decay, saliency_dir=_str(saliency_dir), seed=seed, max_images=max_images,
                   **_non_default(flip=(flip, True), jitter=(jitter, 0.3), bn_eval=(bn_eval, False), sync_bn=(sync_bn, False),
                                  resize=(resize, None)))
+    sal = None if saliency_dir is None else (Path(saliency_dir) if Path(saliency_dir).is_absolute() else Path(data_root)/saliency_dir)
+    inputs = input_fingerprints(Path(out_root)/'.hash_cache.json', pretrained=pretrained, saliency_dir=sal,
+                                **{f'method_args.{k}': v for k, v in method_args.items() if k in ('pretrained', 'weights', 'round0_weights')})
+    if inputs: params['inputs'] = inputs    # content of the files read: a replaced weight file reruns the stage
     st = Stage(out_root, run, 'cls', params)
     if st.done: print(f"cls: already done with these parameters ({st.path})"); return st
     wsss = get_method(method, **method_args)   # fails on unknown names before any work
@@ -78,15 +82,23 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
     total = epochs*len(loader)
     opt, sched = wsss.optimizer(model, lr, total_steps=total, steps_per_epoch=len(loader), head_lr_mult=head_lr_mult, weight_decay=weight_decay)
     step, history = _resume(st.path/'last.pt', model, opt, sched, method=wsss)
+    gens = _generators(loader); gen_states, pos, rng = _resume_loader(st.path/'last.pt')
+    if gen_states and len(gen_states) == len(gens) and pos == len(loader):
+        # exact resume: replay the checkpointed epoch's loader from its start state (the same draws, including those a
+        # sampler makes after its last batch), so the next epoch's order and augmentation are the uninterrupted run's
+        for g, s in zip(gens, gen_states): g.set_state(s)
+        for _ in loader: pass
     loss_fn = wrap_ddp(LossModule(wsss, model), info, find_unused_parameters=True)  # DDP sees the method's whole loss
     ctx = MethodContext(dataset=_without_masks(_subset(_dataset(dataset, data_root, split, saliency_dir, wsss.needs_saliency), max_images)),
                         device=dev, amp=amp, out_dir=st.path, epochs=epochs, seed=seed, progress=progress)
     log = LossLog(history)
+    if rng is not None: _set_rng_state(rng)   # again: building the context above may draw random numbers
     with tqdm(total=total, initial=step, desc='cls', disable=not progress) as bar:
         while step < total:
             epoch = step // len(loader)
             wsss.on_epoch_start(model, epoch, ctx); model.train()
             if bn_eval: _bn_eval(model)
+            epoch_states = [g.get_state() for g in gens]
             for i, batch in enumerate(loader):
                 if i < step - epoch*len(loader): continue   # resumed mid-epoch: skip the batches already seen
                 with autocast(dev, amp): out = loss_fn(_to(batch, dev))
@@ -96,8 +108,10 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                 log.add(out); bar.update()
                 if step % len(loader) == 0 or step == total:   # end of an epoch: read the losses back, checkpoint
                     bar.set_postfix(loss=f"{log.flush()['loss']:.3f}")
-                    if info.is_main: _checkpoint(st.path/'last.pt', model, opt, sched, step, history, method_state=wsss.method_state())
-    if not all(np.isfinite(h['loss']) for h in history): raise WSSSError(f"cls: the training loss became non-finite (lr={lr} too high?); see {st.path/'last.pt'}")
+                    log.check_finite('cls', 'cls_lr', lr)   # stop before a diverged model is checkpointed or clustered
+                    if info.is_main: _checkpoint(st.path/'last.pt', model, opt, sched, step, history, method_state=wsss.method_state(),
+                                                 loader_rng=epoch_states, epoch_pos=i + 1)
+    log.flush(); log.check_finite('cls', 'cls_lr', lr)
     on_main(lambda: wsss.on_train_end(model, ctx))
     meta = dict(method=method, method_args=method_args, backbone=backbone, output_stride=output_stride, num_classes=ds.num_classes, class_names=ds.class_names)
     def _finish():

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
-from ..core import ConfigError, DataError, Stage, PolyLR, autocast, save_torch, seed_everything
+from ..core import ConfigError, DataError, Stage, PolyLR, autocast, input_fingerprints, save_torch, seed_everything
 from ..data import SegTransform, get_dataset, load_mask, normalize
 from ..deeplab import DEFAULT_NECK, build_deeplab, msc_loss, resize_labels
 from ..dist import all_reduce_sum, init_distributed, on_main, per_rank_batch, seed_rank, shard_loader, wrap_ddp
-from .common import LossLog, auto_workers, _loader, _to, _peak_mem_mb, _subset, _non_default, _checkpoint, _resume, _save_history
+from .common import LossLog, auto_workers, _loader, _to, _peak_mem_mb, _subset, _non_default, _checkpoint, _resume, _resume_loader, _generators, _set_rng_state, _save_history
 
 # %% auto #0
-__all__ = ['LabelDirDataset', 'train_segmentation', 'global_msc_loss', 'load_segmenter']
+__all__ = ['CHECKPOINT_EVERY', 'LabelDirDataset', 'train_segmentation', 'global_msc_loss', 'load_segmenter']
 
 # %% ../../nbs/09e_stages.train_seg.ipynb #6926c1d7
 class LabelDirDataset(Dataset):
@@ -36,6 +36,8 @@ class LabelDirDataset(Dataset):
         s = dict(image=image, mask=mask)
         if self.transform is not None: s = self.transform(s)
         return dict(id=self.ids[i], image=normalize(s['image']), mask=torch.as_tensor(s['mask'].astype(np.int64)))
+
+CHECKPOINT_EVERY = 50   # steps between loss read-backs and checkpoints of `train_segmentation`
 
 def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthetic', data_root='data/synthetic',
                        split:str='train',
@@ -59,6 +61,7 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
                   pretrained=None if pretrained is None else str(pretrained), output_stride=output_stride,
                   rates=list(rates), msc=msc, iters=iters, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                   crop_size=crop_size, scales=list(scales), seed=seed, max_images=max_images, **_non_default(flip=(flip, True), neck=(neck, None)))
+    if inputs := input_fingerprints(Path(out_root)/'.hash_cache.json', pretrained=pretrained): params['inputs'] = inputs
     st = Stage(out_root, run, f'seg_{labels}', params, upstream=upstream)
     if st.done: print(f"seg_{labels}: already done with these parameters ({st.path})"); return st
     info = init_distributed(device); dev = info.device   # rank 0 of 1 unless started by torchrun
@@ -80,10 +83,23 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
     net = wrap_ddp(model, info)    # all DeepLab-v2 parameters take part in every step
     model.train()
     log = LossLog(history)
+    # exact resume: the epoch's loader order is redrawn from the generators' state at its start, the batches already
+    # trained on are read again (their augmentation draws included) and skipped, then the checkpoint's RNG state returns
+    gens = _generators(loader); gen_states, skip, rng = _resume_loader(st.path/'last.pt')
+    if not (gen_states and len(gen_states) == len(gens)): skip = 0
+    if rng is not None and not skip: _set_rng_state(rng)
     with tqdm(total=iters, initial=step, desc=f'seg_{labels}', disable=not progress) as bar:
         while step < iters:
+            if skip:
+                for g, s in zip(gens, gen_states): g.set_state(s)
+            epoch_states, pos = [g.get_state() for g in gens], 0
             for batch in loader:
                 if step >= iters: break
+                pos += 1
+                if skip:
+                    skip -= 1
+                    if skip == 0: _set_rng_state(rng)
+                    continue
                 batch = _to(batch, dev)
                 with autocast(dev, amp):
                     out = net(batch['image'])
@@ -91,9 +107,11 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
                     loss = msc_loss(outs, batch['mask']) if not info.distributed else global_msc_loss(outs, batch['mask'], info.world)
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step(); step += 1
                 log.add(dict(loss=loss)); bar.update()
-                if step % 50 == 0 or step == iters:   # read the losses back (one sync per 50 steps), checkpoint
+                if step % CHECKPOINT_EVERY == 0 or step == iters:   # read the losses back (one sync per 50 steps), checkpoint
                     bar.set_postfix(loss=f"{log.flush()['loss']:.3f}")
-                    if info.is_main: _checkpoint(st.path/'last.pt', model, opt, sched, step, history)
+                    log.check_finite(f'seg_{labels}', 'seg_lr', lr)   # a diverged network is neither checkpointed nor done
+                    if info.is_main: _checkpoint(st.path/'last.pt', model, opt, sched, step, history, loader_rng=epoch_states, epoch_pos=pos)
+    log.flush(); log.check_finite(f'seg_{labels}', 'seg_lr', lr)
     meta = dict(backbone=backbone, output_stride=output_stride, rates=list(rates), msc=msc, neck=neck,
                 num_classes=base.num_classes, class_names=base.class_names, labels=labels)
     def _finish():
