@@ -205,3 +205,22 @@ def test_weight_files_checked_before_stage_01(tmp_path, capsys):
         err = capsys.readouterr().err
         assert says in err and 'c.yaml' in err, err
         assert not (tmp_path/'out').exists()
+
+def test_deeplab_pytorch_files_checked_before_stage_01(tmp_path, capsys):
+    "`seg_backbone: deeplab_resnet101`: deeplab-pytorch's COCO init layout (no `base.`, a 91-class `fc`, no ASPP) passes the check;"
+    " a body key missing from it fails before any stage, naming `seg_pretrained` and the file."
+    import torch
+    from pathlib import Path
+    from wsss_nb.cli import main, check_weight_files
+    from wsss_nb.core import ConfigError
+    rows = [l.split() for l in (Path(__file__).parent/'fixtures'/'deeplab_pytorch_resnet101_msc.txt').read_text().splitlines() if l.strip()]
+    sd = {k[len('base.'):]: torch.zeros([int(d) for d in s.split('x')]) if s != '-' else torch.tensor(0)   # '-': a scalar counter
+          for k, s in rows if not k.startswith('base.aspp.')}
+    sd['fc.weight'], sd['fc.bias'] = torch.zeros(91, 2048, 1, 1), torch.zeros(91)
+    torch.save(sd, tmp_path/'deeplabv1_resnet101-coco.pth')
+    params = dict(backbone='efficientnet_lite0', pretrained=None, seg_backbone='deeplab_resnet101', seg_output_stride=8,
+                  seg_rates=[6, 12, 18, 24], seg_pretrained=str(tmp_path/'deeplabv1_resnet101-coco.pth'))
+    check_weight_files(params)   # fits: no error
+    del sd['layer3.block1.reduce.conv.weight']; torch.save(sd, tmp_path/'cut.pth')
+    try: check_weight_files({**params, 'seg_pretrained': str(tmp_path/'cut.pth')}, where='c.yaml'); raise AssertionError('no error')
+    except ConfigError as e: assert 'seg_pretrained=' in str(e) and 'cut.pth' in str(e) and 'layer3.block1.reduce.conv.weight' in str(e), e

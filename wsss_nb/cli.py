@@ -110,12 +110,13 @@ def check_components(params:dict, # full pipeline parameters (defaults merged)
     from wsss_nb.refine import get_refiner
     from wsss_nb.backbones import backbones
     from wsss_nb.refine.crf import require_pydensecrf
-    from wsss_nb.stages.evaluate import eval_crf_preset
+    from wsss_nb.stages.evaluate import check_eval_options
     try:
         get_method(params['method'], **(params.get('method_args') or {}))
         get_refiner(params['refiner'], **(params.get('refiner_args') or {}))
         for key in ('backbone', 'seg_backbone'): backbones.get(params[key])
-        if eval_crf_preset(params.get('eval_crf')): require_pydensecrf('eval_crf')   # the test-time CRF needs pydensecrf
+        conv = check_eval_options(params.get('eval_crf'), params.get('eval_absent', 'zero'), params.get('eval_pred255', 'miss'))
+        if conv['crf']: require_pydensecrf('eval_crf')   # the test-time CRF needs pydensecrf
     except (ConfigError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from e
 
@@ -124,15 +125,27 @@ def _all_defaults()->dict:
     for nb in STAGE_NOTEBOOKS: out.update(notebook_params(nb))
     return {**out, **notebook_params('00_run_all')}
 
+def _check_seg_network_file(params, path):
+    "Load `path` into the whole segmentation network `seg_backbone` names (deeplab-pytorch's files: init or trained)."
+    from wsss_nb.deeplab import build_deeplab
+    from wsss_nb.backbones import load_state_dict_file
+    sd = load_state_dict_file(path)
+    head = [v for k, v in sd.items() if k.endswith(('aspp.c0.weight', 'score.weight'))]   # a trained file fixes the class count
+    build_deeplab(params['seg_backbone'], head[0].shape[0] if head else 2, pretrained=sd, output_stride=params.get('seg_output_stride', 8),
+                  rates=params.get('seg_rates') or (6, 12, 18, 24), msc=False)
+
 def check_weight_files(params:dict, # full pipeline parameters (paths resolved)
                        where:str='config'): # name of the config source, for errors
     "Before stage 01: every weight file the config names exists, and the backbone weights load into their network (keys and shapes)."
     from wsss_nb.backbones import get_backbone
+    from wsss_nb.deeplab import SEG_NETWORKS
     for key, net, stride in (('pretrained', 'backbone', 'output_stride'), ('seg_pretrained', 'seg_backbone', 'seg_output_stride')):
         v = params.get(key)
         if v is None or v == 'imagenet': continue
         if not Path(v).is_file(): raise ConfigError(f"{where}: {key}={v}: weight file not found (expected a state_dict file, 'imagenet' or null)")
-        try: get_backbone(params[net], pretrained=v, output_stride=params.get(stride, 16))
+        try:
+            if key == 'seg_pretrained' and params[net] in SEG_NETWORKS: _check_seg_network_file(params, v)
+            else: get_backbone(params[net], pretrained=v, output_stride=params.get(stride, 16))
         except (WSSSError, RuntimeError) as e:
             raise ConfigError(f"{where}: {key}={v} does not load into {net}={params[net]!r}: {str(e).splitlines()[0][:400]}") from None
     for group in ('method_args', 'refiner_args'):
@@ -322,12 +335,19 @@ def main(argv=None):
     add_prepare_parser(sub)   # wsss-nb prepare voc12_aug --sbd DIR | coco14 --annotations FILE...
     from wsss_nb.docs import add_docs_parser, run_docs
     add_docs_parser(sub)      # wsss-nb docs [--out DIR] [--execute]
+    from wsss_nb.convert import add_convert_parser, cmd_convert
+    add_convert_parser(sub)   # wsss-nb convert mxnet-resnet38 FILE OUT | caffemodel FILE OUT [--net ...]
+    from wsss_nb.importers import add_import_parser, add_score_parser
+    from wsss_nb.reproduce import add_reproduce_parser
+    add_import_parser(sub); add_score_parser(sub); add_reproduce_parser(sub)   # wsss-nb import | score | reproduce
     a = p.parse_args(argv)
     try:
         if a.cmd == 'list': print(list_components())
         elif a.cmd == 'prepare': run_prepare(a)
         elif a.cmd == 'methods': print(methods_table())
         elif a.cmd == 'docs': return run_docs(a)
+        elif a.cmd == 'convert': return cmd_convert(a)
+        elif a.cmd in ('import', 'score', 'reproduce'): return a.func(a)
         elif a.cmd == 'params':
             defaults = notebook_params('00_run_all')
             print('\n'.join(f'{k} = {defaults[k]}' for k in sorted(defaults))); print(f'\n# {OVERRIDE_HELP}')
