@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from ..core import ConfigError, DataError, WSSSError, Stage, autocast, input_fingerprints, save_torch, seed_everything
 from ..data import SegTransform
 from ..backbones import get_backbone

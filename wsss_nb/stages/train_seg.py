@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from ..core import ConfigError, DataError, Stage, PolyLR, autocast, input_fingerprints, save_torch, seed_everything
 from ..data import SegTransform, get_dataset, load_mask, normalize
 from ..deeplab import DEFAULT_NECK, build_deeplab, msc_loss, resize_labels
