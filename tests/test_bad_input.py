@@ -224,3 +224,16 @@ def test_deeplab_pytorch_files_checked_before_stage_01(tmp_path, capsys):
     del sd['layer3.block1.reduce.conv.weight']; torch.save(sd, tmp_path/'cut.pth')
     try: check_weight_files({**params, 'seg_pretrained': str(tmp_path/'cut.pth')}, where='c.yaml'); raise AssertionError('no error')
     except ConfigError as e: assert 'seg_pretrained=' in str(e) and 'cut.pth' in str(e) and 'layer3.block1.reduce.conv.weight' in str(e), e
+
+def test_label_cache_is_keyed_by_mask_content(smoke_data, tmp_path):
+    "The image-level label cache is written, then a mask is edited to class 40: the next load decodes it again and fails naming the file."
+    from wsss_nb.data import get_dataset
+    from wsss_nb.core import load_json
+    root = _copy(smoke_data, tmp_path)
+    ds = get_dataset('synthetic', root, 'train')
+    cache = root/'cls_labels_SegmentationClass.json'
+    assert cache.is_file() and set(load_json(cache)) >= set(ds.ids)
+    m = root/'SegmentationClass'/f'{ds.ids[1]}.png'
+    mk = np.array(Image.open(m)); mk[0, 0] = 40; Image.fromarray(mk).save(m)
+    with pytest.raises(DataError) as e: get_dataset('synthetic', root, 'train')
+    assert str(m) in str(e.value) and '40' in str(e.value), e.value
