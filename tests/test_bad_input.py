@@ -237,3 +237,18 @@ def test_label_cache_is_keyed_by_mask_content(smoke_data, tmp_path):
     mk = np.array(Image.open(m)); mk[0, 0] = 40; Image.fromarray(mk).save(m)
     with pytest.raises(DataError) as e: get_dataset('synthetic', root, 'train')
     assert str(m) in str(e.value) and '40' in str(e.value), e.value
+
+def test_damaged_finished_stage_is_named_and_redone(smoke_data, tmp_path, capsys):
+    "A CAM deleted from the finished `cams` stage: the next stage names the file and the remedy; rerunning `cams` redoes it."
+    import wsss_nb.stages as S
+    kw = dict(run='r', out_root=tmp_path/'out', data_root=smoke_data, dataset='synthetic', device='cpu', progress=False)
+    S.train_classifier(epochs=1, batch_size=8, crop_size=64, max_images=4, **kw)
+    cams = S.make_cams(scales=[1.0], max_images=4, **kw)
+    gone = sorted(cams.path.glob('*.npz'))[1]; gone.unlink()
+    with pytest.raises(DataError) as e: S.make_pseudo_labels(bg_threshold=0.3, max_images=4, **kw)
+    msg = str(e.value)
+    assert f'cams/{gone.name} is missing from the finished stage cams/' in msg and "rerun stage 'cams'" in msg, msg
+    capsys.readouterr()
+    again = S.make_cams(scales=[1.0], max_images=4, **kw)             # not "already done": the missing CAM is written again
+    assert 'already done' not in capsys.readouterr().out and again.done and gone.is_file()
+    assert S.make_pseudo_labels(bg_threshold=0.3, max_images=4, **kw).done
