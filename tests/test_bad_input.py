@@ -252,3 +252,21 @@ def test_damaged_finished_stage_is_named_and_redone(smoke_data, tmp_path, capsys
     again = S.make_cams(scales=[1.0], max_images=4, **kw)             # not "already done": the missing CAM is written again
     assert 'already done' not in capsys.readouterr().out and again.done and gone.is_file()
     assert S.make_pseudo_labels(bg_threshold=0.3, max_images=4, **kw).done
+
+def test_saliency_and_split_files_checked_before_stage_01(smoke_data, tmp_path, capsys):
+    "A refiner or method that needs saliency without maps, or a split file that is not there: exit 2 before any stage, one line naming the key."
+    from wsss_nb.cli import main
+    root = _copy(smoke_data, tmp_path)
+    shutil.rmtree(root/'Saliency')
+    (tmp_path/'sal').mkdir()
+    base = f'run: x\nout_root: {tmp_path/"out"}\ndataset: synthetic\nmake_data: false\ndata_root: {root}\n'
+    for line, says in (('refiner: saliency', "saliency_dir=None: refiner 'saliency' needs saliency maps"),
+                       (f'method: l2g\nrefiner: none\nsaliency_dir: {tmp_path/"nope"}', "saliency_dir=" + str(tmp_path/'nope') + ": folder not found; method 'l2g'"),
+                       (f'refiner: saliency\nsaliency_dir: {tmp_path/"sal"}', "is missing (16 of 16 ids of train_split='train')"),
+                       ('train_split: trian', "train_split='trian': split file"),
+                       ('eval_split: test', "eval_split='test': split file")):
+        f = tmp_path/'c.yaml'; f.write_text(base + line + '\n')
+        assert main(['run', str(f)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and 'c.yaml' in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path/'out').exists()
