@@ -224,3 +224,49 @@ def test_deeplab_pytorch_files_checked_before_stage_01(tmp_path, capsys):
     del sd['layer3.block1.reduce.conv.weight']; torch.save(sd, tmp_path/'cut.pth')
     try: check_weight_files({**params, 'seg_pretrained': str(tmp_path/'cut.pth')}, where='c.yaml'); raise AssertionError('no error')
     except ConfigError as e: assert 'seg_pretrained=' in str(e) and 'cut.pth' in str(e) and 'layer3.block1.reduce.conv.weight' in str(e), e
+
+def test_label_cache_is_keyed_by_mask_content(smoke_data, tmp_path):
+    "The image-level label cache is written, then a mask is edited to class 40: the next load decodes it again and fails naming the file."
+    from wsss_nb.data import get_dataset
+    from wsss_nb.core import load_json
+    root = _copy(smoke_data, tmp_path)
+    ds = get_dataset('synthetic', root, 'train')
+    cache = root/'cls_labels_SegmentationClass.json'
+    assert cache.is_file() and set(load_json(cache)) >= set(ds.ids)
+    m = root/'SegmentationClass'/f'{ds.ids[1]}.png'
+    mk = np.array(Image.open(m)); mk[0, 0] = 40; Image.fromarray(mk).save(m)
+    with pytest.raises(DataError) as e: get_dataset('synthetic', root, 'train')
+    assert str(m) in str(e.value) and '40' in str(e.value), e.value
+
+def test_damaged_finished_stage_is_named_and_redone(smoke_data, tmp_path, capsys):
+    "A CAM deleted from the finished `cams` stage: the next stage names the file and the remedy; rerunning `cams` redoes it."
+    import wsss_nb.stages as S
+    kw = dict(run='r', out_root=tmp_path/'out', data_root=smoke_data, dataset='synthetic', device='cpu', progress=False)
+    S.train_classifier(epochs=1, batch_size=8, crop_size=64, max_images=4, **kw)
+    cams = S.make_cams(scales=[1.0], max_images=4, **kw)
+    gone = sorted(cams.path.glob('*.npz'))[1]; gone.unlink()
+    with pytest.raises(DataError) as e: S.make_pseudo_labels(bg_threshold=0.3, max_images=4, **kw)
+    msg = str(e.value)
+    assert f'cams/{gone.name} is missing from the finished stage cams/' in msg and "rerun stage 'cams'" in msg, msg
+    capsys.readouterr()
+    again = S.make_cams(scales=[1.0], max_images=4, **kw)             # not "already done": the missing CAM is written again
+    assert 'already done' not in capsys.readouterr().out and again.done and gone.is_file()
+    assert S.make_pseudo_labels(bg_threshold=0.3, max_images=4, **kw).done
+
+def test_saliency_and_split_files_checked_before_stage_01(smoke_data, tmp_path, capsys):
+    "A refiner or method that needs saliency without maps, or a split file that is not there: exit 2 before any stage, one line naming the key."
+    from wsss_nb.cli import main
+    root = _copy(smoke_data, tmp_path)
+    shutil.rmtree(root/'Saliency')
+    (tmp_path/'sal').mkdir()
+    base = f'run: x\nout_root: {tmp_path/"out"}\ndataset: synthetic\nmake_data: false\ndata_root: {root}\n'
+    for line, says in (('refiner: saliency', "saliency_dir=None: refiner 'saliency' needs saliency maps"),
+                       (f'method: l2g\nrefiner: none\nsaliency_dir: {tmp_path/"nope"}', "saliency_dir=" + str(tmp_path/'nope') + ": folder not found; method 'l2g'"),
+                       (f'refiner: saliency\nsaliency_dir: {tmp_path/"sal"}', "is missing (16 of 16 ids of train_split='train')"),
+                       ('train_split: trian', "train_split='trian': split file"),
+                       ('eval_split: test', "eval_split='test': split file")):
+        f = tmp_path/'c.yaml'; f.write_text(base + line + '\n')
+        assert main(['run', str(f)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and 'c.yaml' in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path/'out').exists()

@@ -13,11 +13,11 @@ from .core import project_root
 from .stages import STAGES
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'TYPE_EXCEPTIONS', 'POSITIVE',
-           'NON_NEGATIVE', 'POSITIVE_LISTS', 'DEMO_CONFIG', 'OVERRIDE_HELP', 'pipelines_dir', 'notebook_params',
-           'valid_keys', 'StageFailed', 'check_components', 'check_weight_files', 'run_pipeline', 'check_types',
-           'methods_table', 'format_scores', 'list_components', 'parse_override', 'apply_overrides', 'run_compare',
-           'main']
+__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'TRAIN_STAGES', 'TYPE_EXCEPTIONS',
+           'POSITIVE', 'NON_NEGATIVE', 'POSITIVE_LISTS', 'DEMO_CONFIG', 'OVERRIDE_HELP', 'pipelines_dir',
+           'notebook_params', 'valid_keys', 'StageFailed', 'check_components', 'check_weight_files', 'run_pipeline',
+           'check_data_inputs', 'check_types', 'methods_table', 'format_scores', 'list_components', 'parse_override',
+           'apply_overrides', 'run_compare', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
@@ -166,6 +166,7 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
     check_types(cfg, _all_defaults(), where=where)   # types and ranges, before any stage
     check_components(params, where=where)
     check_weight_files(params, where=where)   # before any stage: a typo should not cost the classifier's training
+    check_data_inputs(params, stages, where=where)   # split files and the saliency maps the method / refiner read
     out = run_dir(params['out_root'], params['run'])
     nb_dir = out/'notebooks'
     with RunLock(out):   # a second run on this folder fails now, naming this process
@@ -177,6 +178,50 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
             else: _execute(nb, nb_dir, params, log_output)
     f = out/'scores.json'
     return json.loads(f.read_text()) if f.is_file() else {}
+
+# %% ../nbs/10_cli.ipynb #e889dff3
+TRAIN_STAGES = ('01_train_cls', '02_make_cams', '03_make_pseudo', '04_train_seg')   # read `train_split`; 05_evaluate reads `eval_split`
+
+def check_data_inputs(params:dict, # full pipeline parameters (paths resolved)
+                      stages=None, # the stage notebooks that will run (default: all)
+                      where:str='config'): # name of the config source, for errors
+    "Before stage 01: the split files the stages read exist and list ids, and the saliency maps the method or the refiner needs are there for every id."
+    from wsss_nb.cam import get_method
+    from wsss_nb.refine import get_refiner
+    from wsss_nb.data import _split_path
+    stages = list(stages or STAGE_NOTEBOOKS)
+    root = Path(params['data_root'])
+    if params.get('dataset') == 'synthetic' and params.get('make_data') and not (root/'JPEGImages').is_dir(): return  # stage 01 makes it
+    if not root.is_dir(): raise ConfigError(f"{where}: data_root={root}: folder not found (expected a dataset in VOC layout, see data/README.md)")
+    ids = {}
+    for key, uses in (('train_split', TRAIN_STAGES), ('eval_split', ('05_evaluate',))):
+        if not set(uses) & set(stages): continue
+        f = _split_path(root, params[key])
+        if not f.is_file():
+            have = sorted(p.stem for p in f.parent.glob('*.txt'))
+            raise ConfigError(f"{where}: {key}={params[key]!r}: split file {f} not found (expected one image id per line; "
+                              f"splits there: {', '.join(have) or 'none'})")
+        ids[key] = [Path(l.split()[0]).stem for l in f.read_text().splitlines() if l.strip()]
+        if not ids[key]: raise ConfigError(f"{where}: {key}={params[key]!r}: split file {f} lists no ids")
+    users = []   # who reads saliency maps of train_split
+    if {'01_train_cls', '02_make_cams'} & set(stages) and get_method(params['method'], **(params.get('method_args') or {})).needs_saliency:
+        users.append(f"method {params['method']!r}")
+    if '03_make_pseudo' in stages and get_refiner(params['refiner'], **(params.get('refiner_args') or {})).needs_saliency:
+        users.append(f"refiner {params['refiner']!r}")
+    if not users: return
+    who, sal = ' and '.join(users), params.get('saliency_dir')
+    if sal is None:
+        folder = root/'Saliency' if params.get('dataset') == 'synthetic' and (root/'Saliency').is_dir() else None
+        if folder is None: raise ConfigError(f"{where}: saliency_dir=None: {who} needs saliency maps (expected a folder of <id>.png "
+                                             f"maps, absolute or relative to data_root={root})")
+    else:
+        folder = Path(sal) if Path(sal).is_dir() else root/sal
+        if not folder.is_dir(): raise ConfigError(f"{where}: saliency_dir={sal}: folder not found; {who} needs saliency maps "
+                                                  f"(expected a folder of <id>.png maps, absolute or relative to data_root={root})")
+    missing = [i for i in ids.get('train_split', []) if not (folder/f'{i}.png').is_file()]
+    if missing: raise ConfigError(f"{where}: saliency_dir={sal}: {folder/(missing[0] + '.png')} is missing ({len(missing)} of "
+                                  f"{len(ids['train_split'])} ids of train_split={params['train_split']!r}); {who} needs a map per image")
+
 
 # %% ../nbs/10_cli.ipynb #0f66f600
 TYPE_EXCEPTIONS = {'pseudo_bg_threshold': (str, float, int), 'eval_crf': (bool, str), 'pretrained': (str, type(None)),

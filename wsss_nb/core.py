@@ -177,6 +177,8 @@ def run_dir(out_root, # Root of all runs, e.g. 'outputs'
     p = Path(out_root)/run
     return p/stage if stage else p
 
+_NOT_OUTPUTS = ('_done.json', '_params.json', 'last.pt')   # records and the resume checkpoint
+
 class Stage:
     "A resumable stage folder `out_root/run/name` that records its parameters and completion."
     def __init__(self,
@@ -192,16 +194,39 @@ class Stage:
         self.fingerprint = params_hash(self.params)
 
     def fingerprint_done(self):
-        "The fingerprint recorded when this stage finished; error if it has not."
+        "The fingerprint recorded when this stage finished; error if it has not, or if files it wrote are missing or changed."
         f = self.path/'_done.json'
         if not f.is_file(): raise DataError(f"Stage '{self.name}' has not finished: {f} is missing. Run that stage first.")
-        return load_json(f)['fingerprint']
+        rec = load_json(f)
+        if bad := self.damaged(rec):
+            raise DataError(f"{self.name}/{bad} from the finished stage {self.name}/ ({self.path}): rerun stage '{self.name}' "
+                            f"(it is redone because its files are incomplete), or delete {self.path} and rerun the run")
+        return rec['fingerprint']
+
+    def _outputs(self)->dict:
+        "{relative path: size} of the files this stage wrote (not its records, hidden files or the resume checkpoint)."
+        return {str(f.relative_to(self.path)): f.stat().st_size for f in sorted(self.path.rglob('*'))
+                if f.is_file() and f.name not in _NOT_OUTPUTS and not f.name.startswith('.')}
+
+    def damaged(self, rec:dict=None)->str|None: # the `_done.json` record (read if None)
+        "None if every file listed in `_done.json` is there with its size, else what is wrong with the first one that is not."
+        if rec is None:
+            f = self.path/'_done.json'
+            if not f.is_file(): return None
+            rec = load_json(f)
+        for rel, size in (rec.get('files') or {}).items():
+            p = self.path/rel
+            if not p.is_file(): return f"{rel} is missing"
+            if p.stat().st_size != size: return f"{rel} has {p.stat().st_size} bytes instead of {size} (truncated or replaced)"
+        return None
 
     @property
     def done(self)->bool:
-        "True if the stage finished with exactly these parameters."
+        "True if the stage finished with exactly these parameters and every file it wrote is still there."
         f = self.path/'_done.json'
-        return f.is_file() and load_json(f).get('fingerprint') == self.fingerprint
+        if not f.is_file(): return False
+        rec = load_json(f)
+        return rec.get('fingerprint') == self.fingerprint and self.damaged(rec) is None
 
     def begin(self)->Path:
         "Start (or resume) the stage: wipe the folder if it was started with other parameters."
@@ -215,8 +240,8 @@ class Stage:
         return self.path
 
     def finish(self, summary:dict=None): # JSON-serialisable summary (scores, timings)
-        "Mark the stage finished; this is the last file it writes."
-        save_json(dict(fingerprint=self.fingerprint, summary=summary or {}), self.path/'_done.json')
+        "Mark the stage finished, listing the files it wrote (name and size); this is the last file it writes."
+        save_json(dict(fingerprint=self.fingerprint, summary=summary or {}, files=self._outputs()), self.path/'_done.json')
 
     def summary(self)->dict:
         "The summary written by `finish`."

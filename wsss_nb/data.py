@@ -171,24 +171,35 @@ def _writable(folder:Path)->bool:
     except OSError: return False
     return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
+def _mask_stamp(path:Path)->list:
+    "[size, mtime_ns] of a mask file: what the label cache keys its entry by."
+    st = path.stat(); return [st.st_size, st.st_mtime_ns]
+
 def cls_labels(root, # dataset root
                ids, # image ids
                mask_dir:str='SegmentationClass', # folder of masks under root
                num_classes:int=21, # classes including background
                cache:bool=True)->dict: # read/write `root/cls_labels_<mask_dir>.json`
-    "Image-level multi-hot labels {id: float32 (num_classes-1,)} derived from the masks."
+    "Image-level multi-hot labels {id: float32 (num_classes-1,)} derived from the masks; cached entries are keyed by each mask's size and mtime."
     root = Path(root); cache_file = root/f'cls_labels_{mask_dir}.json'
     cached = {}
     if cache and cache_file.is_file():
         try: cached = load_json(cache_file)
         except DataError: cached = {}       # a corrupt cache is just recomputed
+        if not isinstance(cached, dict): cached = {}
     out, new = {}, 0
     for i in ids:
-        if i in cached and all(0 <= c < num_classes - 1 for c in cached[i]):
-            y = np.zeros(num_classes - 1, np.float32); y[list(cached[i])] = 1
-        else:
-            y = labels_from_mask(load_mask(root/mask_dir/f'{i}.png'), num_classes)
-            cached[i] = np.nonzero(y)[0].tolist(); new += 1
+        path = root/mask_dir/f'{i}.png'
+        e = cached.get(i)
+        stamp = _mask_stamp(path) if cache and path.is_file() else None
+        if (isinstance(e, dict) and e.get('mask') == stamp and stamp is not None
+            and all(isinstance(c, int) and 0 <= c < num_classes - 1 for c in e.get('classes', [None]))):
+            y = np.zeros(num_classes - 1, np.float32); y[list(e['classes'])] = 1
+        else:                                # absent, old format, or the mask changed since: decode it again
+            try: y = labels_from_mask(load_mask(path), num_classes)
+            except DataError as err:
+                raise DataError(f"{err}" if str(path) in str(err) else f"Mask {path}: {err}") from None
+            cached[i] = dict(classes=np.nonzero(y)[0].tolist(), mask=stamp); new += 1
         out[i] = y
     if cache and new and _writable(root):
         try: save_json(cached, cache_file)
