@@ -20,7 +20,7 @@ def _row(size=16, seed=0):
 
 def test_show_maps_comparison_columns_and_errors():
     fig = show_maps_comparison([_row(), _row(seed=1)], titles=dict(a='mask'))
-    assert len(fig.axes) == 2*4 and fig.dpi == 80
+    assert len(fig.axes) == 2*4 and fig.dpi == 110   # readable in the docs: >= 110 dpi
     assert [ax.get_title() for ax in fig.axes[:4]] == ['image', 'mask', 'b', 'ground truth']
     assert len(show_maps_comparison([_row()], maps=['b']).axes) == 3          # image | b | GT
     with pytest.raises(DataError, match='hold no map'): show_maps_comparison([dict(image=_row()['image'])])

@@ -67,7 +67,7 @@ def test_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, 'import cycle: ' + ' -> '.join(cycle)
 
-TOP = {'wsss_nb.cli', 'wsss_nb.distributed', 'wsss_nb.compare', 'wsss_nb.docs'}   # the CLI and the runners
+TOP = {'wsss_nb.cli', 'wsss_nb.__main__', 'wsss_nb.distributed', 'wsss_nb.compare', 'wsss_nb.docs'}   # the CLI (and `python -m wsss_nb`) and the runners
 
 @pytest.mark.parametrize('rule', [
     ('wsss_nb.core', set()),                                          # the bottom imports nothing of the package
