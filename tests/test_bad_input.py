@@ -270,3 +270,18 @@ def test_saliency_and_split_files_checked_before_stage_01(smoke_data, tmp_path, 
         err = capsys.readouterr().err.strip()
         assert says in err and 'c.yaml' in err and len(err.splitlines()) == 1, err
         assert not (tmp_path/'out').exists()
+
+def test_mcis_largefov_init_checked_before_stage_01(tmp_path):
+    "`voc12_mcis`'s network: a LargeFOV state dict (what `wsss-nb convert caffemodel … --net largefov` writes) passes; an ASPP file does not."
+    import torch
+    from wsss_nb.cli import check_weight_files
+    from wsss_nb.core import ConfigError
+    from wsss_nb.deeplab import DeepLabLargeFOVResNet101, DeepLabV2ResNet101
+    torch.save(DeepLabLargeFOVResNet101(21).state_dict(), tmp_path/'mcis_dpl_init.pth')
+    params = dict(backbone='vgg16', pretrained=None, seg_backbone='mcis_largefov_resnet101', seg_output_stride=8, seg_rates=[12],
+                  seg_pretrained=str(tmp_path/'mcis_dpl_init.pth'))
+    check_weight_files(params)
+    sd = DeepLabV2ResNet101(21).state_dict(); sd['layer2.block1.conv3x3.conv.weight'] = torch.zeros(1)
+    torch.save(sd, tmp_path/'aspp.pth')
+    try: check_weight_files({**params, 'seg_pretrained': str(tmp_path/'aspp.pth')}); raise AssertionError('no error')
+    except ConfigError as e: assert 'seg_pretrained=' in str(e) and 'aspp.pth' in str(e), e

@@ -228,7 +228,7 @@ def test_caffe_deeplab_full_size(tmp_path, capsys):
     assert float(sd['base.aspp.c2.bias'][0]) == -2
 
 def test_caffe_init_and_largefov_heads(tmp_path):
-    "deeplab-pytorch's init (a fc classifier): no prefix; MCIS LargeFOV: pyram_conv1/2 + score -> fov.*, fc dropped."
+    "deeplab-pytorch's init (a fc classifier): no prefix; MCIS LargeFOV: pyram_conv1/2 + score keep their names, fc dropped."
     rng = np.random.default_rng(1)
     backbone = _full_resnet101_layers(rng, [])
     fc = [('fc1_coco', 'Convolution', [np.zeros((91, 2048, 1, 1), np.float32), np.zeros(91, np.float32)])]
@@ -244,7 +244,7 @@ def test_caffe_init_and_largefov_heads(tmp_path):
     a = _parser().parse_args(['convert', 'caffemodel', str(tmp_path/'dpl_init.caffemodel'), str(out), '--net', 'largefov', '--partial'])
     assert a.func(a) == 0
     sd = torch.load(out, weights_only=True)
-    assert [k for k in sd if not k.startswith('layer1.')] == ['fov.conv1.weight', 'fov.conv2.weight', 'fov.score.weight', 'fov.score.bias']
+    assert [k for k in sd if not k.startswith('layer1.')] == ['pyram_conv1.weight', 'pyram_conv2.weight', 'score.weight', 'score.bias']
     with pytest.raises(DataError, match=r"dpl_init\.caffemodel: layer 'pyram_conv1' is not part of DeepLab's ResNet-101"):
         caffemodel_to_state_dict(tmp_path/'dpl_init.caffemodel', check=False)
     with pytest.raises(DataError, match=r'dpl_init\.caffemodel lacks 618 of the 624 backbone tensors of largefov'):
@@ -272,3 +272,20 @@ def test_caffe_bad_files_name_the_file(tmp_path):
     with pytest.raises(DataError, match='a second layer maps to'): caffemodel_to_state_dict(tmp_path/'dup.caffemodel', check=False)
     with pytest.raises(ConfigError, match='Unknown --net'): caffemodel_to_state_dict(tmp_path/'dup.caffemodel', 'resnet50')
     with pytest.raises(DataError, match='not found'): read_caffemodel(tmp_path/'missing.caffemodel')
+
+def test_largefov_conversion_loads_into_the_mcis_network(tmp_path):
+    "A full MCIS-layout dpl_init.caffemodel (ResNet-101 body + pyram_conv1/2 + score) converts into a file that loads into"
+    " `wsss_nb.deeplab.DeepLabLargeFOVResNet101` (keys and shapes), body and head values arriving where they belong."
+    from wsss_nb.deeplab import DeepLabLargeFOVResNet101, load_largefov
+    rng = np.random.default_rng(2)
+    fov = [('pyram_conv1', 'Convolution', [rng.standard_normal((1024, 2048, 3, 3)).astype(np.float32)]),
+           ('pyram_conv2', 'Convolution', [rng.standard_normal((1024, 1024, 1, 1)).astype(np.float32)]),
+           ('score', 'Convolution', [rng.standard_normal((21, 1024, 1, 1)).astype(np.float32), np.arange(21, dtype=np.float32)])]
+    save_caffemodel(_full_resnet101_layers(rng, []) + fov, tmp_path/'dpl_init.caffemodel')
+    a = _parser().parse_args(['convert', 'caffemodel', str(tmp_path/'dpl_init.caffemodel'), str(tmp_path/'mcis_dpl_init.pth'), '--net', 'largefov'])
+    assert a.func(a) == 0
+    net = load_largefov(DeepLabLargeFOVResNet101(21), tmp_path/'mcis_dpl_init.pth', verbose=False)
+    sd = net.state_dict()
+    np.testing.assert_array_equal(sd['pyram_conv1.weight'].numpy(), fov[0][2][0])
+    np.testing.assert_array_equal(sd['score.bias'].numpy(), np.arange(21))
+    assert torch.equal(sd['layer1.conv1.conv.weight'], torch.load(tmp_path/'mcis_dpl_init.pth', weights_only=True)['layer1.conv1.conv.weight'])

@@ -299,7 +299,7 @@ def deeplab_resnet101_shapes(n_blocks=(3, 4, 23, 3))->OrderedDict: # blocks per 
 
 # %% ../nbs/03a_convert.ipynb #08808fae
 def _largefov_module(name:str)->str|None:
-    head = {'pyram_conv1': 'fov.conv1', 'pyram_conv2': 'fov.conv2', 'score': 'fov.score'}
+    head = {'pyram_conv1': 'pyram_conv1', 'pyram_conv2': 'pyram_conv2', 'score': 'score'}
     if name in head: return head[name]
     mod = deeplab_caffe_module(name)
     return None if mod in ('fc',) or (mod or '').startswith('aspp.') else mod
@@ -318,7 +318,7 @@ def vgg16_caffe_shapes()->OrderedDict:
 
 _CAFFE_MODULE = {'deeplab-resnet101': deeplab_caffe_module, 'largefov': _largefov_module, 'largefov-vgg16': _vgg_module}
 _CAFFE_BACKBONE = {'deeplab-resnet101': deeplab_resnet101_shapes, 'largefov': deeplab_resnet101_shapes, 'largefov-vgg16': vgg16_caffe_shapes}
-_CAFFE_HEADS = {'deeplab-resnet101': ('aspp.', 'fc.'), 'largefov': ('fov.',), 'largefov-vgg16': ('fc6.', 'fc7.', 'fc8.')}
+_CAFFE_HEADS = {'deeplab-resnet101': ('aspp.', 'fc.'), 'largefov': ('pyram_conv1.', 'pyram_conv2.', 'score.'), 'largefov-vgg16': ('fc6.', 'fc7.', 'fc8.')}
 
 def _caffe_params(layers, net:str, source)->tuple:
     "Caffe layers -> (name -> array in PyTorch layout, names of dropped layers, BatchNorm eps values that are not 1e-5)."
