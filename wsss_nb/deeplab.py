@@ -198,6 +198,18 @@ class CaffeASPP(nn.Module):
 
     def forward(self, x): return sum(c(x) for c in self.children())
 
+def _caffe_input_and_frozen_bn(net:nn.Module, freeze_bn:bool, input_format:str):
+    "Shared set-up of the Caffe ResNet-101 networks: the ImageNet-to-Caffe input buffers, BN frozen, OS 8."
+    from wsss_nb.data import IMAGENET_MEAN, IMAGENET_STD   # lazy: constants only
+    net.freeze_bn, net.input_format, net.output_stride = freeze_bn, input_format, 8
+    # x_caffe[c] = 255*(x[2-c]*std[2-c] + mean[2-c]) - mean_bgr[c]: per-channel scale and shift after a channel flip
+    net.register_buffer('_scale', torch.tensor([255*s for s in IMAGENET_STD][::-1]).view(1, 3, 1, 1), persistent=False)
+    net.register_buffer('_shift', (torch.tensor([255*m for m in IMAGENET_MEAN][::-1]) - torch.tensor(CAFFE_MEAN_BGR)).view(1, 3, 1, 1), persistent=False)
+    if freeze_bn:
+        for bn in _bn_layers(net):
+            for p in bn.parameters(): p.requires_grad_(False)
+    net.train()
+
 class DeepLabV2ResNet101(nn.Sequential):
     "deeplab-pytorch's `DeepLabV2` (ResNet-101, OS 8, summed ASPP): module names equal theirs; BN frozen; Caffe input inside."
     def __init__(self,
@@ -212,15 +224,7 @@ class DeepLabV2ResNet101(nn.Sequential):
         if not rates: raise ConfigError("rates must list at least one ASPP dilation rate")
         super().__init__(caffe_resnet_layers(n_blocks))
         self.add_module('aspp', CaffeASPP(2048, n_classes, rates))
-        self.freeze_bn, self.input_format, self.output_stride = freeze_bn, input_format, 8
-        from wsss_nb.data import IMAGENET_MEAN, IMAGENET_STD   # lazy: constants only
-        # x_caffe[c] = 255*(x[2-c]*std[2-c] + mean[2-c]) - mean_bgr[c]: per-channel scale and shift after a channel flip
-        self.register_buffer('_scale', torch.tensor([255*s for s in IMAGENET_STD][::-1]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer('_shift', (torch.tensor([255*m for m in IMAGENET_MEAN][::-1]) - torch.tensor(CAFFE_MEAN_BGR)).view(1, 3, 1, 1), persistent=False)
-        if freeze_bn:
-            for bn in _bn_layers(self):
-                for p in bn.parameters(): p.requires_grad_(False)
-        self.train()
+        _caffe_input_and_frozen_bn(self, freeze_bn, input_format)
 
     def to_caffe(self, x): # ImageNet-normalised RGB batch (B,3,H,W)
         "BGR, 0-255, minus the Caffe mean: the input deeplab-pytorch's network was trained on."
@@ -366,14 +370,7 @@ class DeepLabLargeFOVResNet101(nn.Sequential):
         self.add_module('score', nn.Conv2d(1024, n_classes, 1))
         for c in (self.pyram_conv1, self.pyram_conv2): nn.init.xavier_uniform_(c.weight)       # prototxt: xavier
         nn.init.kaiming_normal_(self.score.weight, mode='fan_in'); nn.init.zeros_(self.score.bias)  # msra
-        self.freeze_bn, self.input_format, self.output_stride = freeze_bn, input_format, 8
-        from wsss_nb.data import IMAGENET_MEAN, IMAGENET_STD
-        self.register_buffer('_scale', torch.tensor([255*s for s in IMAGENET_STD][::-1]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer('_shift', (torch.tensor([255*m for m in IMAGENET_MEAN][::-1]) - torch.tensor(CAFFE_MEAN_BGR)).view(1, 3, 1, 1), persistent=False)
-        if freeze_bn:
-            for bn in _bn_layers(self):
-                for p in bn.parameters(): p.requires_grad_(False)
-        self.train()
+        _caffe_input_and_frozen_bn(self, freeze_bn, input_format)
 
     to_caffe, forward = DeepLabV2ResNet101.to_caffe, DeepLabV2ResNet101.forward   # same Caffe input conversion and chaining
 
