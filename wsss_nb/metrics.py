@@ -10,7 +10,8 @@ import torch
 from .core import DataError, ConfigError
 
 # %% auto #0
-__all__ = ['ABSENT', 'PRED255', 'confusion_matrix', 'scores', 'scores_to_json', 'ConfusionMeter', 'cam_threshold_sweep']
+__all__ = ['ABSENT', 'PRED255', 'confusion_matrix', 'scores', 'scores_to_json', 'ConfusionMeter', 'cam_threshold_sweep',
+           'all_background_floor', 'learning_check']
 
 # %% ../nbs/05_metrics.ipynb #a2aec6bf
 def _np(x)->np.ndarray:
@@ -189,3 +190,37 @@ def cam_threshold_sweep(samples, # Iterable of (keys, cams, gt): keys (n,) 0-bas
     s = scores(cms[best], class_names)
     return dict(best_threshold=float(thr[best]), best_miou=mious[best], thresholds=_floats(thr), mious=mious,
                 iou=s['iou'], per_class=s.get('per_class'), scores=s)
+
+# %% ../nbs/05_metrics.ipynb #e4fb28ea
+def all_background_floor(gts, # iterable of HxW ground-truth label maps (255 = void)
+                         num_classes:int=21, # classes including background
+                         absent:str='zero')->float: # see `scores`
+    "mIoU of predicting background (0) everywhere on `gts`: the score a map must beat to be better than nothing."
+    m = ConfusionMeter(num_classes, absent=absent)
+    for g in gts:
+        g = _np(g); m.update(np.zeros_like(g), g)
+    return float(m.scores()['miou'])
+
+def learning_check(name:str, # what was trained, e.g. 'classifier (09b)'
+                   losses, # per-step losses in training order (at least 2)
+                   miou:float=None, # mIoU in [0,1] of the run's maps, if they were scored
+                   floor:float=None, # the all-background floor of the same images (`all_background_floor`)
+                   raise_on_fail:bool=True)->dict: # False: only report
+    "Print `learned: ...` (first/last loss, and mIoU vs the all-background floor) and raise `AssertionError` unless the loss went down and the mIoU is above the floor."
+    l = np.asarray([float(v) for v in losses], dtype=np.float64)
+    if l.size < 2: raise ValueError(f"learning_check({name!r}): need at least 2 losses, got {l.size}")
+    if not np.isfinite(l).all(): raise AssertionError(f"learning_check({name!r}): a loss is not finite")
+    k = max(1, l.size // 10)
+    first, last = float(l[:k].mean()), float(l[-k:].mean())
+    ok_loss = last < first
+    out = dict(name=name, steps=int(l.size), first_loss=first, last_loss=last, loss_ok=ok_loss)
+    msg = f"learned: {name}: loss {first:.4g} -> {last:.4g} over {l.size} steps ({'down' if ok_loss else 'NOT down'})"
+    if miou is not None:
+        if floor is None: raise ValueError(f"learning_check({name!r}): give `floor` with `miou`")
+        ok_map = float(miou) > float(floor)
+        out.update(miou=float(miou), floor=float(floor), map_ok=ok_map)
+        msg += f"; mIoU {100*miou:.1f}% vs all-background floor {100*floor:.1f}% ({'above' if ok_map else 'NOT above'})"
+    out['ok'] = out['loss_ok'] and out.get('map_ok', True)
+    print(msg)
+    if raise_on_fail and not out['ok']: raise AssertionError(f"{name} did not learn: {msg[len('learned: '):]}")
+    return out
