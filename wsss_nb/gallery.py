@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.patches import Patch
-from .core import ConfigError, DataError, load_json
+from .core import ConfigError, DataError, load_json, run_dir
 from .cam import load_cams
 from .data import get_dataset
-from .metrics import confusion_matrix, scores
+from .metrics import confusion_matrix, scores, learning_check
 from .synthetic import make_synthetic
 from .stages import train_classifier, make_cams
 from .viz import InlineFigure, show_maps_comparison
@@ -81,14 +81,15 @@ def train_and_cam(method:str, # registered method ('cam' for the baseline)
                   train_args:dict=None, # more `train_classifier` keywords (e.g. resize, flip), overriding the above
                   run:str=None, # run name (default: the method)
                   seed:int=0)->dict:
-    "Train `method` briefly on the CPU from ImageNet Lite0, then make its single-scale CAMs of the training images; returns dict(method, cam_dir, miou, threshold, time_s)."
+    "Train `method` briefly on the CPU from ImageNet Lite0, then make its single-scale CAMs of the training images; returns dict(method, cam_dir, miou, threshold, time_s, history) (`history`: the classifier's per-step losses, one dict per step)."
     run, t0 = run or method, time.time()
     common = dict(run=run, out_root=out_root, dataset='synthetic', data_root=data_root, device='cpu', progress=False)
     kw = {**dict(epochs=epochs, batch_size=batch_size, lr=lr, crop_size=crop_size, seed=seed), **(train_args or {})}
     train_classifier(**common, method=method, method_args=dict(method_args or {}), backbone='efficientnet_lite0', pretrained='imagenet', **kw)
     st = make_cams(**common, scales=[1.0], flip=False)
     sweep = load_json(st.path/'scores.json')
-    return dict(method=method, cam_dir=st.path, miou=float(sweep['best_miou']), threshold=float(sweep['best_threshold']), time_s=time.time() - t0)
+    history = load_json(run_dir(out_root, run, 'cls')/'history.json')
+    return dict(method=method, cam_dir=st.path, miou=float(sweep['best_miou']), threshold=float(sweep['best_threshold']), time_s=time.time() - t0, history=history)
 
 # %% ../nbs/19a_gallery.ipynb #f1edc01a
 def comparison_rows(data_root, # dataset folder (synthetic, VOC layout)
@@ -153,6 +154,8 @@ def method_vs_cam(method:str, # registered method to compare with the CAM baseli
                   n_show:int=4, # images in the figure
                   threads:int=1, # torch threads while training (1: the models are tiny, and spinning threads stall a busy CPU)
                   seed:int=0, # data, training and sampling seed
+                  check_learning:bool=True, # `metrics.learning_check` on both runs (loss down, mIoU above the all-background floor); raises if not
+                  loss_key:str='loss', # the method's loss that check compares (a total that gains a term mid-run, like SC-CAM's from round 1, is not comparable: use its classification term)
                   root=None)->Comparison: # keep the data and runs in this folder (default: a temporary folder, removed)
     "Train the CAM baseline and `method` briefly on a tiny synthetic set (CPU, ImageNet Lite0) and show their CAMs side by side."
     label = label or method
@@ -166,6 +169,10 @@ def method_vs_cam(method:str, # registered method to compare with the CAM baseli
                 train_and_cam(method, data, root/'runs', method_args, train_args=train_args, run=f'{method}_vs_cam', **kw)]
         rows = comparison_rows(data, runs, ['CAM', label], n_show)
         floor = background_miou(data)
+    if check_learning:
+        for name, r, key in zip(['CAM', label], runs, ['loss', loss_key]):
+            if key not in r['history'][0]: raise ConfigError(f"method_vs_cam: loss_key {key!r} is not among {name}'s losses {sorted(r['history'][0])}")
+            learning_check(f"{name} classifier ({method} vs CAM{'' if key == 'loss' else ', ' + key})", [h[key] for h in r['history']], r['miou'], floor)
     summary = {name: {k: r[k] for k in ('miou', 'threshold', 'time_s')} for name, r in zip(['CAM', label], runs)}
     titles = {name: f"{name} (mIoU {s['miou']:.0%})" for name, s in summary.items()}
     return Comparison(show_maps_comparison(rows, ['CAM', label], titles=titles), rows, summary, floor)
