@@ -97,7 +97,7 @@ CLS_FORMATS = {   # per format: the method it trains, where the weights sit in t
                 doc="PengtaoJiang/L2G `scripts/train_l2g_sal_voc.py`: {'epoch', 'global_counter', 'state_dict' (global), 'local_dict' (local), 'optimizer'}, "
                     "DataParallel keys `module.…`: ResNet-38 keys + `fc8` (21 = 20 + background last), PCM `f8_3`, `f8_4`, `f9`",
                 rules=_L2G_RULES + [('', 'backbone.')]),
-    'l2g_csa': dict(method='l2g_csa', top=_L2G_PARTS, file='pascal_voc_epoch_12.pth', released=False,
+    'l2g_csa': dict(method='l2g_csa', top=_L2G_PARTS, file='runs/Official_exp_voc_test_ori_DRSlayer_67_learnable_seblock/model/pascal_voc_epoch_9.pth', released=True,
                     doc="ananzeng/Tsenglians-_thesis_project `scripts/train_l2g_sal_voc.py` (L2G's format): `state_dict` / `local_dict`, `module.…` keys: L2G's + "
                         "SE `b6.se_layer.fc.0/2` (128,2048)/(2048,128), `b7.se_layer.fc.0/2` (256,4096)/(4096,256), DRS `DRS_learnable_layer6.fc.0` (2048,2048), `DRS_learnable_layer7.fc.0` (4096,4096)",
                     rules=[('b6.se_layer.fc.0.', 'attn.se6.fc1.'), ('b6.se_layer.fc.2.', 'attn.se6.fc2.'), ('b7.se_layer.fc.0.', 'attn.se7.fc1.'),
