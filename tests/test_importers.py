@@ -395,3 +395,21 @@ def test_classifier_import_format_errors(standins, cfg, tmp_path):
     twin = _edit(m, 'msa', tmp_path, lambda sd: sd.update({'stage2.0.1.bn2.weight': sd['stage2.0.1.bn2.weight'] + 1}), 'twin.pth')
     with pytest.raises(DataError, match="twin.pth: key 'stage2.0.1.bn2.weight' differs from its twin 'model.layer1.1.bn2.weight'"): import_classifier(twin, 'msa', c, scn=standins['scn'])
     assert not (Path(cfg['out_root'])/'voc_released'/'cls').exists()
+
+@pytest.mark.skipif(not __import__('os').environ.get('WSSS_SLOW'), reason='two ResNet-38 networks (~4.7 GB, ~2 min on 2 cores); set WSSS_SLOW=1 to run')
+def test_l2g_csa_import_then_cam_stage_resnet38(cfg, tmp_path):
+    "The thesis layout on the real ResNet-38 (SE/DRS exist only there): imported bit for bit, then stage 02 runs."
+    from wsss_nb.importers import save_original
+    from wsss_nb.stages import make_cams, load_classifier
+    torch.manual_seed(0)
+    net = get_method('l2g_csa').build_model(get_backbone('resnet38', pretrained=None, output_stride=8), 8)
+    f = save_original(net, 'l2g_csa', tmp_path/'pascal_voc_epoch_9.pth')
+    ck = torch.load(f, weights_only=False)
+    assert {k for k in ck['state_dict'] if 'se_layer' in k or 'DRS' in k} == {k for k in _voc_layout('l2g_csa') if 'se_layer' in k or 'DRS' in k}
+    c = dict(cfg, method='l2g_csa', backbone='resnet38', output_stride=8)
+    st = import_classifier(f, 'l2g_csa', c)
+    _, model, _ = load_classifier(st.path/'model.pt')
+    for k, v in net.state_dict().items(): torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    del net, model, ck
+    cams = make_cams('voc_released', cfg['out_root'], 'synthetic', cfg['data_root'], scales=[1.0], flip=False, progress=False, amp=False, max_images=1)
+    assert len(list(cams.path.glob('*.npz'))) == 1
