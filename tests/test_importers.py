@@ -389,6 +389,7 @@ def test_classifier_import_format_errors(standins, cfg, tmp_path):
     with pytest.raises(ConfigError, match='set backbone: resnet38'): import_classifier(standins['group'][0], 'l2g_csa', dict(cfg, method='l2g_csa'))
     m, c = standins['msa'][0], _cfg_for(cfg, 'msa')
     with pytest.raises(ConfigError, match=r'pass its file \(Q_model_final.pth\)'): import_classifier(m, 'msa', c)
+    with pytest.raises(ConfigError, match='for --format msa only'): import_classifier(f, 'mcis', _cfg_for(cfg, 'mcis'), scn=standins['scn'])
     declared = _edit(m, 'msa', tmp_path, lambda sd: sd.update({'get_tran_conv4.0.0.weight': torch.zeros(256, 128, 3, 3)}), 'declared.pth')
     with pytest.raises(DataError, match=r"declared.pth: key 'get_tran_conv4.0.0.weight' has shape \(256, 128, 3, 3\).*declares this conv with 128 inputs"):
         import_classifier(declared, 'msa', c, scn=standins['scn'])

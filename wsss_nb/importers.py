@@ -188,6 +188,7 @@ def import_classifier(file, # the weight file, as the original's train script sa
     spec, cfg = CLS_FORMATS[fmt], _cfg(config)
     method, margs = cfg.get('method', 'cam'), dict(cfg.get('method_args') or {})
     if method != spec['method']: raise ConfigError(f"import cls {fmt}: the file is a {spec['method']!r} classifier but the config's method is {method!r}")
+    if scn is not None and fmt != 'msa': raise ConfigError(f"import cls {fmt}: scn= / --scn (a superpixel network) is for --format msa only")
     _check_method_args(fmt, method, margs, cfg)
     ds, _ = _ds(cfg)
     wsss = get_method(method, **margs)
