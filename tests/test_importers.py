@@ -1,7 +1,7 @@
 """`wsss_nb.importers`: released files in the originals' layouts (key names, shapes, file naming) become finished stages,
 and the stages after them run; a wrong key, a wrong shape, an image outside the split and a map at the wrong size each
 give one clear error."""
-import json
+import argparse, json
 from pathlib import Path
 import numpy as np
 import pytest
@@ -267,3 +267,150 @@ def test_import_cli_spixelnet_and_affinity(cfg, tmp_path):
     p = argparse.ArgumentParser(); add_import_parser(p.add_subparsers())
     a = p.parse_args(['import', 'spixelnet', str(tmp_path/'Q.pth'), str(tmp_path/'cfg.yaml')])
     assert a.func(a) == 0 and (Path(cfg['out_root'])/'voc_released'/'imported'/'spixelnet.pth').is_file()
+
+# ---- classifiers whose format is read from the originals' train scripts (MCIS, Group-WSSS, MSA, L2G+CSA) ----
+LAYOUTS = json.loads((FIXTURES/'released_classifiers.json').read_text())
+
+def _voc_layout(fmt):
+    "{key: shape} of the original's VOC file for `fmt` (the fixture's lists; MSA's trunk by torchvision's ResNet-50 names, twice)."
+    spec = LAYOUTS[fmt]
+    if 'keys' in spec: return {k: tuple(s) for k, s in spec['keys'].items()}
+    out = {k: tuple(s) for k, s in spec['heads'].items()}
+    if fmt == 'msa':
+        import torchvision
+        with torch.device('meta'): trunk = {f'model.{k}': tuple(v.shape) for k, v in torchvision.models.resnet50().state_dict().items() if not k.startswith('fc.')}
+        out.update(trunk)
+        out.update({s + k[len(t):]: v for s, t in spec['twins'].items() for k, v in trunk.items() if k.startswith(t)})
+    else:
+        from wsss_nb.backbones import get_backbone
+        with torch.device('meta'): out.update({f'module.{k}': tuple(v.shape) for k, v in get_backbone('resnet38', pretrained=None, output_stride=8).state_dict().items()})
+    return out
+
+_VOC = {'mcis': ('vgg16', 8, dict(extra_bn=False)), 'group': ('vgg16', 8, dict(online_maps=False)),
+        'msa': ('resnet50', 16, dict(scn_epochs=0)), 'l2g_csa': ('resnet38', 8, {})}
+
+@pytest.mark.parametrize('fmt', ['mcis', 'group', 'msa', 'l2g_csa'])
+def test_released_classifier_layout_fits_the_network(fmt):
+    "On the meta device: our VOC network written by `save_original` has exactly the original's keys and shapes, and the importer's rules map them back onto every key."
+    from wsss_nb.importers import CLS_FORMATS, to_original, _DATAPARALLEL
+    bb, os_, margs = _VOC[fmt]
+    with torch.device('meta'): net = get_method(fmt, **margs).build_model(get_backbone(bb, pretrained=None, output_stride=os_), 20)
+    sd = net.state_dict()
+    part = 'global_net.' if fmt == 'l2g_csa' else ''
+    own = {k[len(part):]: v for k, v in sd.items() if k.startswith(part)}
+    theirs = to_original(own, fmt)
+    if fmt == 'group': theirs['extra_linear_e.weight'] = torch.zeros(20, 20, device='meta')
+    for s, t in CLS_FORMATS[fmt].get('twins', ()): theirs.update({s + k[len(t):]: v for k, v in list(theirs.items()) if k.startswith(t)})
+    pre = 'module.' if fmt in _DATAPARALLEL else ''
+    layout = _voc_layout(fmt)
+    assert {pre + k: tuple(v.shape) for k, v in theirs.items()} == layout
+    back = {k[len(pre):]: torch.zeros(s, device='meta') for k, s in layout.items()}
+    back = {k: v for k, v in back.items() if not k.startswith(tuple(CLS_FORMATS[fmt].get('drop', ())) + tuple(s for s, _ in CLS_FORMATS[fmt].get('twins', ())))}
+    target = {k: v for k, v in own.items() if k.startswith(tuple(d for _, d in CLS_FORMATS[fmt]['rules']))}
+    assert map_state_dict(back, CLS_FORMATS[fmt]['rules'], target, fmt).keys() == {k for k in target if 'num_batches_tracked' not in k}
+
+def get_method(*a, **k):
+    from wsss_nb.cam import get_method as g
+    return g(*a, **k)
+
+def get_backbone(*a, **k):
+    from wsss_nb.backbones import get_backbone as g
+    return g(*a, **k)
+
+@pytest.fixture(scope='module')
+def standins(tmp_path_factory):
+    "Stand-in checkpoints in the originals' layouts (`save_original`) on the smoke classes, and the networks they hold."
+    from wsss_nb.importers import save_original, spixelnet_key
+    d, out = tmp_path_factory.mktemp('standins'), {}
+    for fmt, name in [('mcis', 'pascal_voc_epoch_10.pth'), ('group', 'pascal_voc_epoch_14.pth'), ('msa', 'msa_cls.pth')]:
+        bb, os_, margs = _VOC[fmt]
+        torch.manual_seed(0)
+        net = get_method(fmt, **margs).build_model(get_backbone(bb, pretrained=None, output_stride=os_), 8)
+        out[fmt] = (save_original(net, fmt, d/name), net)
+    inv = {spixelnet_key(k): k for k in json.loads((FIXTURES/'spixelnet1l_bn_keys.json').read_text())['keys'] if spixelnet_key(k)}
+    torch.save({'module.' + inv[k]: v for k, v in out['msa'][1].scn.state_dict().items()}, d/'Q_model_final.pth')   # loaded under DataParallel by train_cls_image.py
+    out['scn'] = d/'Q_model_final.pth'
+    return out
+
+def _cfg_for(cfg, fmt, **margs):
+    bb, os_, m = _VOC[fmt]
+    return dict(cfg, method=fmt, backbone=bb, output_stride=os_, method_args=dict(m, **margs))
+
+@pytest.mark.parametrize('fmt', ['mcis', 'group', 'msa'])
+def test_classifier_import_then_cam_stage(fmt, standins, cfg, tmp_path):
+    "The stand-in has the original's key names (fixture); imported, it gives our network bit for bit, and stage 02 runs on it."
+    import yaml
+    from wsss_nb.stages import make_cams, load_classifier
+    from wsss_nb.importers import _DATAPARALLEL
+    f, net = standins[fmt]
+    ck = torch.load(f, weights_only=False)
+    keys = set(ck['state_dict'] if fmt != 'msa' else ck)
+    assert keys == set(_voc_layout(fmt)), sorted(keys ^ set(_voc_layout(fmt)))[:3]
+    c = _cfg_for(cfg, fmt, **({'n_partners': 1} if fmt == 'mcis' else {}))
+    if fmt == 'msa':   # through the command line, with the superpixel net
+        (tmp_path/'cfg.yaml').write_text(yaml.safe_dump(c))
+        p = argparse.ArgumentParser(); add_import_parser(p.add_subparsers())
+        a = p.parse_args(['import', 'cls', str(f), str(tmp_path/'cfg.yaml'), '--format', 'msa', '--scn', str(standins['scn'])])
+        assert a.func(a) == 0
+    else: import_classifier(f, fmt, c)
+    _, model, meta = load_classifier(Path(cfg['out_root'])/'voc_released'/'cls'/'model.pt')
+    assert meta['imported']['kind'] == f'cls:{fmt}' and meta['imported']['sha256'] == file_sha256(f)
+    for k, v in net.state_dict().items():
+        if k != 'scn_trained': torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    cams = make_cams('voc_released', cfg['out_root'], 'synthetic', cfg['data_root'], scales=[1.0], flip=False, progress=False, amp=False, max_images=1)
+    assert len(list(cams.path.glob('*.npz'))) == 1
+
+def _edit(f, fmt, tmp_path, change, name='bad.pth'):
+    "A copy of the stand-in `f` with `change(state dict)` applied."
+    ck = torch.load(f, weights_only=False)
+    sd = dict(ck['state_dict'] if 'state_dict' in ck else ck); change(sd)
+    torch.save(dict(ck, state_dict=sd) if 'state_dict' in ck else sd, tmp_path/name)
+    return tmp_path/name
+
+@pytest.mark.parametrize('fmt,key', [('mcis', 'module.extra_gate.weight'), ('group', 'module.extra_proja.weight'), ('msa', 'get_qfeats.1.0.weight')])
+def test_classifier_import_bad_key_and_shape(fmt, key, standins, cfg, tmp_path):
+    f, _ = standins[fmt]
+    c, kw = _cfg_for(cfg, fmt), dict(scn=standins['scn']) if fmt == 'msa' else {}
+    short = key.removeprefix('module.')
+    renamed = _edit(f, fmt, tmp_path, lambda sd: sd.update({key.replace('.weight', '_x.weight'): sd.pop(key)}), 'renamed.pth')
+    with pytest.raises(DataError, match=rf"renamed.pth: key '{short.replace('.weight', '_x.weight')}' has no place"): import_classifier(renamed, fmt, c, **kw)
+    shaped = _edit(f, fmt, tmp_path, lambda sd: sd.update({key: torch.zeros(3, *sd[key].shape[1:])}), 'shaped.pth')
+    with pytest.raises(DataError, match=rf"shaped.pth: key '{short}' has shape \(3,"): import_classifier(shaped, fmt, c, **kw)
+
+def test_classifier_import_format_errors(standins, cfg, tmp_path):
+    "What an original's file or the config cannot be: one clear error each, before anything is written."
+    f, _ = standins['mcis']
+    with pytest.raises(ConfigError, match='without BatchNorm'): import_classifier(f, 'mcis', _cfg_for(cfg, 'mcis', extra_bn=True))
+    with pytest.raises(ConfigError, match="the file is a 'mcis' classifier but the config's method is 'group'"): import_classifier(f, 'mcis', _cfg_for(cfg, 'group'))
+    torch.save(torch.load(f, weights_only=False)['state_dict'], tmp_path/'bare.pth')
+    with pytest.raises(DataError, match="bare.pth: expected a checkpoint dict with key 'state_dict'"): import_classifier(tmp_path/'bare.pth', 'mcis', _cfg_for(cfg, 'mcis'))
+    with pytest.raises(ConfigError, match='no online maps'): import_classifier(standins['group'][0], 'group', _cfg_for(cfg, 'group', online_maps=True))
+    with pytest.raises(ConfigError, match='set backbone: vgg16'): import_classifier(standins['group'][0], 'group', dict(_cfg_for(cfg, 'group'), backbone='resnet50'))
+    with pytest.raises(ConfigError, match='set backbone: resnet38'): import_classifier(standins['group'][0], 'l2g_csa', dict(cfg, method='l2g_csa'))
+    m, c = standins['msa'][0], _cfg_for(cfg, 'msa')
+    with pytest.raises(ConfigError, match=r'pass its file \(Q_model_final.pth\)'): import_classifier(m, 'msa', c)
+    with pytest.raises(ConfigError, match='for --format msa only'): import_classifier(f, 'mcis', _cfg_for(cfg, 'mcis'), scn=standins['scn'])
+    declared = _edit(m, 'msa', tmp_path, lambda sd: sd.update({'get_tran_conv4.0.0.weight': torch.zeros(256, 128, 3, 3)}), 'declared.pth')
+    with pytest.raises(DataError, match=r"declared.pth: key 'get_tran_conv4.0.0.weight' has shape \(256, 128, 3, 3\).*declares this conv with 128 inputs"):
+        import_classifier(declared, 'msa', c, scn=standins['scn'])
+    twin = _edit(m, 'msa', tmp_path, lambda sd: sd.update({'stage2.0.1.bn2.weight': sd['stage2.0.1.bn2.weight'] + 1}), 'twin.pth')
+    with pytest.raises(DataError, match="twin.pth: key 'stage2.0.1.bn2.weight' differs from its twin 'model.layer1.1.bn2.weight'"): import_classifier(twin, 'msa', c, scn=standins['scn'])
+    assert not (Path(cfg['out_root'])/'voc_released'/'cls').exists()
+
+@pytest.mark.skipif(not __import__('os').environ.get('WSSS_SLOW'), reason='two ResNet-38 networks (~4.7 GB, ~2 min on 2 cores); set WSSS_SLOW=1 to run')
+def test_l2g_csa_import_then_cam_stage_resnet38(cfg, tmp_path):
+    "The thesis layout on the real ResNet-38 (SE/DRS exist only there): imported bit for bit, then stage 02 runs."
+    from wsss_nb.importers import save_original
+    from wsss_nb.stages import make_cams, load_classifier
+    torch.manual_seed(0)
+    net = get_method('l2g_csa').build_model(get_backbone('resnet38', pretrained=None, output_stride=8), 8)
+    f = save_original(net, 'l2g_csa', tmp_path/'pascal_voc_epoch_9.pth')
+    ck = torch.load(f, weights_only=False)
+    assert {k for k in ck['state_dict'] if 'se_layer' in k or 'DRS' in k} == {k for k in _voc_layout('l2g_csa') if 'se_layer' in k or 'DRS' in k}
+    c = dict(cfg, method='l2g_csa', backbone='resnet38', output_stride=8)
+    st = import_classifier(f, 'l2g_csa', c)
+    _, model, _ = load_classifier(st.path/'model.pt')
+    for k, v in net.state_dict().items(): torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    del net, model, ck
+    cams = make_cams('voc_released', cfg['out_root'], 'synthetic', cfg['data_root'], scales=[1.0], flip=False, progress=False, amp=False, max_images=1)
+    assert len(list(cams.path.glob('*.npz'))) == 1

@@ -10,3 +10,9 @@ def test_readme_methods_table_is_current():
 def test_readme_names_every_method_recipe():
     readme = (ROOT/'README.md').read_text()
     for m in method_names(): assert f'`method: {m}`' in readme or m == 'cam', f'README.md has no section for method {m}'
+
+def test_readme_reproducing_section_is_generated():
+    "The authors' and measured figures in 'Reproducing the papers' are the blocks `wsss-nb reproduce METHOD --readme` renders (from AUTHORS and benchmarks/reproduce/)."
+    from wsss_nb.reproduce import readme_problems
+    problems = readme_problems((ROOT/'README.md').read_text(), root=ROOT)
+    assert not problems, 'README.md, section "Reproducing the papers":\n' + '\n'.join(problems)

@@ -1,15 +1,16 @@
 "`wsss-nb reproduce`: the authors' figures beside the released-file, faithful and fixed runs', each with its source."
-import argparse
+import argparse, re
 import pytest
 from conftest import ROOT
 from wsss_nb.core import ConfigError, load_config, save_json
-from wsss_nb.reproduce import AUTHORS, reproduce_table, reproduce_markdown, reproduce_csv, add_reproduce_parser
+from wsss_nb.reproduce import (AUTHORS, NOT_STATED, QUANTITIES, reproduce_table, reproduce_markdown, reproduce_csv, add_reproduce_parser,
+                               readme_block, render_readme, readme_problems)
 
 def test_missing_runs_show_as_missing(tmp_path):
     rows = reproduce_table('sccam', tmp_path, ROOT)
     assert {r['figure'] for r in rows} == {'authors', 'released', 'faithful', 'fixed'}
     assert all(r['value'] is None and r['source'].startswith('missing') for r in rows if r['figure'] != 'authors')
-    assert [r['value'] for r in rows if r['figure'] == 'authors'] == [50.9, 63.4, 66.1]
+    assert [r['value'] for r in rows if r['figure'] == 'authors'] == [50.9, None, 63.4, 66.1, 65.9]
 
 def test_measured_figures_come_from_scores_json(tmp_path):
     run = load_config(ROOT/'configs'/'voc12_sccam_fixed.yaml')['run']
@@ -32,3 +33,42 @@ def test_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert '### l2g' in out and '### mcis' in out and 'missing' in out
     with pytest.raises(ConfigError, match="unknown method 'x'"): reproduce_table('x', tmp_path)
+
+def test_no_unverified_figure_is_an_authors_figure():
+    "No source is a recollection; a figure recalled but never found is not in AUTHORS; test-set figures sit under a test quantity."
+    labels = dict(QUANTITIES)
+    for m, qs in AUTHORS.items():
+        for q, (v, src) in qs.items():
+            assert q in labels and not any(w in src.lower() for w in ('recollection', 'unverified', 'memory')), (m, q, src)
+            if re.search(r'\btest\b', src) and not re.search(r'\bval\b', src): assert q.endswith('_test'), (m, q, src)   # a test figure is under a test quantity
+        assert all(v not in [x for x, _ in qs.values()] for v, _ in NOT_STATED.get(m, [])), m
+    assert AUTHORS['group'].get('seg_miou') is None and AUTHORS['group']['seg_miou_test'][0] == 68.5
+    assert AUTHORS['sccam']['seg_miou_test'][0] == 65.9
+
+def test_readme_block_from_the_record(tmp_path):
+    "The README block reads only the record folder; each run's figure or 'missing'; a method without figures gets one row."
+    b = readme_block('sccam', tmp_path, ROOT)
+    assert b.startswith('<!-- wsss-nb reproduce sccam: generated') and b.endswith('<!-- /wsss-nb reproduce -->')
+    assert '| segmentation mIoU (test) | 65.9 | missing | missing | missing |' in b and 'train_aug' not in b
+    save_json(dict(cam_miou=0.4812), tmp_path/'voc12_sccam_released'/'scores.json')
+    assert '| CAM mIoU (train) | 50.9 | 48.12 | missing | missing |' in readme_block('sccam', tmp_path, ROOT)
+    assert '| (any) | not published | missing | missing | missing |' in readme_block('msa', tmp_path, ROOT)
+
+def test_readme_problems_and_update(tmp_path, capsys):
+    "A stale block, a missing block and an unsourced or never-found figure are reported; --update re-renders the blocks."
+    text = ('# x\n## Reproducing the papers\n### MCIS (`method: mcis`)\ntest 66.9 as we recall\n'
+            '### Group (`method: group`)\n' + readme_block('group', tmp_path, ROOT).replace('68.5 |', '68.2 |', 1) + '\n**12.3** somewhere\n## Refinement\n**99.9**\n')
+    probs = readme_problems(text, tmp_path, ROOT)
+    assert any(p.startswith('mcis: no generated block') for p in probs)
+    assert any(p.startswith('group: the block differs') for p in probs)
+    assert any('bold figure 12.3' in p for p in probs) and not any('99.9' in p for p in probs)   # only the section is checked
+    assert any(p.startswith('mcis: 66.9 is stated') for p in probs)
+    f = tmp_path/'README.md'; f.write_text(text.replace('test 66.9 as we recall\n', '').replace('**12.3** somewhere\n', ''))
+    p = argparse.ArgumentParser(); add_reproduce_parser(p.add_subparsers())
+    a = p.parse_args(['reproduce', 'all', '--update', str(f), '--out-root', str(tmp_path)])
+    assert a.func(a) == 1 and 'mcis: no generated block' in capsys.readouterr().out   # the group block is fixed, the mcis one is still absent
+    assert readme_block('group', tmp_path, ROOT) in f.read_text()
+    f.write_text(render_readme(f.read_text(), tmp_path, ROOT).replace('### MCIS (`method: mcis`)\n', '### MCIS (`method: mcis`)\n' + readme_block('mcis', tmp_path, ROOT) + '\n'))
+    assert a.func(a) == 0
+    a = p.parse_args(['reproduce', 'group', '--readme', '--out-root', str(tmp_path)])
+    assert a.func(a) == 0 and '| segmentation mIoU (test) | 68.5 |' in capsys.readouterr().out

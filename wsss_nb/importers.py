@@ -18,8 +18,9 @@ from .metrics import cam_threshold_sweep, ConfusionMeter
 
 # %% auto #0
 __all__ = ['CLS_FORMATS', 'CAM_FORMATS', 'IMPORT_KINDS', 'file_sha256', 'map_state_dict', 'released_run', 'import_classifier',
-           'import_affinity', 'import_cams', 'import_pseudo', 'import_deeplab', 'score_folder', 'add_import_parser',
-           'cmd_import', 'add_score_parser', 'cmd_score', 'spixelnet_key', 'import_spixelnet']
+           'to_original', 'save_original', 'import_affinity', 'import_cams', 'import_pseudo', 'import_deeplab',
+           'score_folder', 'add_import_parser', 'cmd_import', 'add_score_parser', 'cmd_score', 'spixelnet_key',
+           'import_spixelnet']
 
 # %% ../nbs/10a_importers.ipynb #677ceea5
 def file_sha256(path)->str: # a file, or a folder (hash of its sorted file names and contents)
@@ -82,46 +83,175 @@ def _ds(cfg, split_key='train_split', split=None):
     split = split or cfg.get(split_key, 'train')
     return get_dataset(cfg['dataset'], cfg['data_root'], split), split
 
-CLS_FORMATS = {
-    'psa_cls': dict(method='cam', doc="jiwoon-ahn/psa `network/resnet38_cls.py` Net: ResNet-38 keys (conv1a, b2 … b7, bn7) + `fc8.weight` (20,4096,1,1); file res38_cls.pth",
+_L2G_RULES = [('fc8.', 'fc8.'), ('f8_3.', 'pcm.a.'), ('f8_4.', 'pcm.b.'), ('f9.', 'pcm.f.')]
+_L2G_PARTS = {'global_net': 'state_dict', 'local_net': 'local_dict'}
+
+CLS_FORMATS = {   # per format: the method it trains, where the weights sit in the file, the prefix rules, keys the network has no use for
+    'psa_cls': dict(method='cam', top=None, file='res38_cls.pth', released=True,
+                    doc="jiwoon-ahn/psa `network/resnet38_cls.py` Net, saved as a bare state dict: ResNet-38 keys (conv1a, b2 … b7, bn7) + `fc8.weight` (20,4096,1,1)",
                     rules=[('fc8.', 'classifier.'), ('', 'backbone.')]),
-    'sccam': dict(method='sccam', doc="Juliachang/SC-CAM `network/resnet38_cls.py` Net: ResNet-38 keys + `fc8_20.weight` (20,4096,1,1) + `fc8_200.weight` (200,4096,1,1); a round-N train_cls.py checkpoint",
+    'sccam': dict(method='sccam', top=None, file='a round-N train_cls.py checkpoint', released=True,
+                  doc="Juliachang/SC-CAM `network/resnet38_cls.py` Net, a bare state dict: ResNet-38 keys + `fc8_20.weight` (20,4096,1,1) + `fc8_200.weight` (200,4096,1,1)",
                   rules=[('fc8_20.', 'classifier.'), ('fc8_200.', 'sub_classifier.'), ('', 'backbone.')]),
-    'l2g': dict(method='l2g', doc="PengtaoJiang/L2G checkpoint {'state_dict': global, 'local_dict': local}, keys `module.`-prefixed: ResNet-38 keys + `fc8` (21 = 20 + background last), PCM `f8_3`, `f8_4`, `f9`",
-                rules=[('fc8.', 'fc8.'), ('f8_3.', 'pcm.a.'), ('f8_4.', 'pcm.b.'), ('f9.', 'pcm.f.'), ('', 'backbone.')]),
+    'l2g': dict(method='l2g', top=_L2G_PARTS, file='pascal_voc_epoch_9.pth', released=True,
+                doc="PengtaoJiang/L2G `scripts/train_l2g_sal_voc.py`: {'epoch', 'global_counter', 'state_dict' (global), 'local_dict' (local), 'optimizer'}, "
+                    "DataParallel keys `module.…`: ResNet-38 keys + `fc8` (21 = 20 + background last), PCM `f8_3`, `f8_4`, `f9`",
+                rules=_L2G_RULES + [('', 'backbone.')]),
+    'l2g_csa': dict(method='l2g_csa', top=_L2G_PARTS, file='runs/Official_exp_voc_test_ori_DRSlayer_67_learnable_seblock/model/pascal_voc_epoch_9.pth', released=True,
+                    doc="ananzeng/Tsenglians-_thesis_project `scripts/train_l2g_sal_voc.py` (L2G's format): `state_dict` / `local_dict`, `module.…` keys: L2G's + "
+                        "SE `b6.se_layer.fc.0/2` (128,2048)/(2048,128), `b7.se_layer.fc.0/2` (256,4096)/(4096,256), DRS `DRS_learnable_layer6.fc.0` (2048,2048), `DRS_learnable_layer7.fc.0` (4096,4096)",
+                    rules=[('b6.se_layer.fc.0.', 'attn.se6.fc1.'), ('b6.se_layer.fc.2.', 'attn.se6.fc2.'), ('b7.se_layer.fc.0.', 'attn.se7.fc1.'),
+                           ('b7.se_layer.fc.2.', 'attn.se7.fc2.'), ('DRS_learnable_layer6.fc.0.', 'attn.drs6.fc.'), ('DRS_learnable_layer7.fc.0.', 'attn.drs7.fc.')]
+                          + _L2G_RULES + [('', 'backbone.')]),
+    'mcis': dict(method='mcis', top='state_dict', file='pascal_voc_epoch_10.pth', released=False,
+                 doc="GuoleiSun/MCIS_wsss `Classifier/scripts/train.py`: {'epoch', 'global_counter', 'state_dict', 'optimizer'}, DataParallel keys "
+                     "`module.vgg.features.N` (VGG16-D1), `module.vgg.extra_convs.0/2/4` (512,512,3,3), `module.vgg.extra_last_conv` (20,512,1,1)+bias, "
+                     "`module.extra_linear_e` (512,512), `module.extra_gate` (20,512,1,1), `module.extra_gate_merge` (1,512,1,1)",
+                 rules=[('vgg.features.', 'backbone.features.'), ('vgg.extra_convs.', 'extra_convs.'), ('vgg.extra_last_conv.', 'classifier.'),
+                        ('extra_linear_e.', 'coatt.'), ('extra_gate_merge.', 'contrast_gate.'), ('extra_gate.', 'co_classifier.')]),
+    'group': dict(method='group', top='state_dict', file='pascal_voc_epoch_14.pth', released=False,
+                  doc="Lixy1997/Group-WSSS `train.py` (saves the last epoch only): {'epoch', 'global_counter', 'state_dict', 'optimizer'}, DataParallel keys "
+                      "`module.features.N` (VGG16-D1), `module.extra_convs.0/2/4` (512,512,3,3) and `.6` (20,512,1,1), `module.extra_proja/projb` (10,20,1,1), "
+                      "`module.extra_gate` (1,20,1,1), `module.extra_conv_fusion` (20,40,3,3), `module.extra_ConvGRU.{reset,update,out}_gate` (20,40,1,1); "
+                      "`module.extra_linear_e` (20,20) is unused by its forward and dropped",
+                  rules=[('features.', 'backbone.features.'), ('extra_convs.', 'head.'), ('extra_proja.', 'coatt.proja.'), ('extra_projb.', 'coatt.projb.'),
+                         ('extra_gate.', 'coatt.gate.'), ('extra_conv_fusion.', 'fusion.'), ('extra_ConvGRU.', 'gru.')],
+                  drop=('extra_linear_e.',)),
+    'msa': dict(method='msa', top=None, file='experiments/models/train_MSA_VOC_image/<time>.pth', released=False,
+                doc="CHENDL-SHEN/MSA `train_cls_image.py` / `train_cls_sal.py` (`tools/ai/torch_utils.py` save_model: a bare state dict, no `module.`) of "
+                    "`core/networks.py` SP_CAM_Model3: ResNet-50 `model.…` (torchvision names) and the same tensors again as `stage1.0/1.1` (conv1/bn1), "
+                    "`stage2-5.0.…` (layer1-4); `get_qfeats.0/1/2`, `x4_feats.0`, `x5_feats.0`, `get_tran_conv4/5.0.0` (256,256,3,3), `.1.0` (9,256,1,1), "
+                    "`ala1.0/2`, `ala2.0/2`, `classifier.0.weight` (21,2048,1,1); the superpixel network is another file (`Q_model_final.pth`)",
+                rules=[('model.', 'backbone.'), ('get_qfeats.', 'qfeat.'), ('x4_feats.0.', 'dcr4.proj.'), ('x5_feats.0.', 'dcr5.proj.'),
+                       ('get_tran_conv4.0.0.', 'dcr4.body.0.'), ('get_tran_conv4.1.0.', 'dcr4.body.2.'), ('get_tran_conv5.0.0.', 'dcr5.body.0.'),
+                       ('get_tran_conv5.1.0.', 'dcr5.body.2.'), ('ala1.', 'ala1.'), ('ala2.', 'ala2.'), ('classifier.0.', 'classifier.')],
+                hint=("'get_tran_conv", "core/networks.py declares this conv with 128 inputs but feeds it 256 (x4/x5 features + q): "
+                      "that code cannot run, so a checkpoint that trained has 256"),
+                twins=(('stage1.0.', 'model.conv1.'), ('stage1.1.', 'model.bn1.'), ('stage2.0.', 'model.layer1.'), ('stage3.0.', 'model.layer2.'),
+                       ('stage4.0.', 'model.layer3.'), ('stage5.0.', 'model.layer4.'))),
 }
 
-def import_classifier(file, # the released weight file
+def _weights_at(raw, top, file):
+    "The state dict under `top` of a loaded checkpoint (the checkpoint itself when `top` is None), `module.` dropped."
+    if top is None: sd = raw
+    elif not isinstance(raw, dict) or top not in raw:
+        raise DataError(f"{file}: expected a checkpoint dict with key {top!r}, got keys {[str(k) for k in list(raw)[:5]] if isinstance(raw, dict) else type(raw).__name__}")
+    else: sd = raw[top]
+    if not isinstance(sd, dict): raise DataError(f"{file}: {top or 'the file'} holds a {type(sd).__name__}, not a state dict")
+    return _strip(sd)
+
+def _drop_twins(sd, twins, file):
+    "Drop keys that repeat another key's tensor (MSA's `stage*` aliases of `model.*`), after checking each has that twin, equal."
+    out = {}
+    for k, v in sd.items():
+        tw = next((t + k[len(s):] for s, t in twins if k.startswith(s)), None)
+        if tw is None: out[k] = v; continue
+        if tw not in sd: raise DataError(f"{file}: key {k!r} repeats {tw!r}, which the file lacks")
+        if torch.is_tensor(v) and not torch.equal(v, sd[tw]): raise DataError(f"{file}: key {k!r} differs from its twin {tw!r} (the same layer)")
+    return out
+
+def _check_method_args(fmt, method, margs, cfg):
+    "Settings under which the released network is not the library's network of that method: one `ConfigError` before any loading."
+    if fmt == 'mcis' and (margs.get('extra_bn') or margs.get('extra_channels', 512) != 512):
+        raise ConfigError("import cls mcis: MCIS's extra convs are three 512-channel convs without BatchNorm; set method_args.extra_bn: false, extra_channels: 512")
+    if fmt == 'group' and margs.get('online_maps'):
+        raise ConfigError("import cls group: an imported Group-WSSS classifier has no online maps (they are written while it trains); set "
+                          "method_args.online_maps: false to compute maps by a test pass, or import the released maps with `wsss-nb import cams DIR CONFIG --format png`")
+    if fmt == 'group' and margs.get('head_width', 512) != 512:
+        raise ConfigError("import cls group: Group-WSSS's head is 512 channels wide; set method_args.head_width: 512")
+    if fmt in ('mcis', 'group') and cfg['backbone'] != 'vgg16': raise ConfigError(f"import cls {fmt}: the file is a VGG16-D1 network; set backbone: vgg16 (got {cfg['backbone']!r})")
+    if fmt == 'msa' and cfg['backbone'] != 'resnet50': raise ConfigError(f"import cls msa: the file is a ResNet-50 network; set backbone: resnet50 (got {cfg['backbone']!r})")
+    if fmt == 'l2g_csa' and cfg['backbone'] != 'resnet38':
+        raise ConfigError(f"import cls l2g_csa: the file is a ResNet-38 network whose SE/DRS layers sit in b6/b7; set backbone: resnet38 (got {cfg['backbone']!r})")
+
+def _load_scn(model, scn, file):
+    "MSA: the superpixel network's weights (`Q_model_final.pth`, SpixelNet1l_bn names) into `model.scn`; marks it trained."
+    if scn is None: raise ConfigError(f"import cls msa: {file} holds the classifier only; MSA's CAMs need its superpixel network too: pass its file (Q_model_final.pth) as scn= / --scn")
+    from wsss_nb.methods.msa import SpixelNet
+    raw = _read_weights(scn); raw = _strip(raw.get('state_dict', raw))
+    sd = {}
+    for k, v in raw.items():
+        new = spixelnet_key(k)
+        if new is None: continue
+        if new.startswith('?'): raise DataError(f"{scn}: key {k!r} is not a SpixelNet1l_bn key")
+        sd[new] = v
+    model.scn.load_state_dict(map_state_dict(sd, [('', '')], model.scn.state_dict(), scn), strict=False)
+    model.scn_trained.fill_(True)
+
+def import_classifier(file, # the weight file, as the original's train script saved it
                       fmt:str, # one of `CLS_FORMATS`
                       config, # pipeline config (YAML path or dict): method, method_args, backbone, output_stride, dataset
-                      out_root=None, run=None)->Stage: # default: the config's out_root / run
-    "A finished `cls/` stage from a released classifier (formats in `CLS_FORMATS`); stage 02 then runs on it."
+                      out_root=None, run=None, # default: the config's out_root / `released_run`
+                      scn=None)->Stage: # MSA only: its superpixel network's file (`Q_model_final.pth`)
+    "A finished `cls/` stage from an original's classifier checkpoint (formats in `CLS_FORMATS`); stage 02 then runs on it."
     if fmt not in CLS_FORMATS: raise ConfigError(f"import cls: unknown format {fmt!r}; known: {', '.join(CLS_FORMATS)}")
     spec, cfg = CLS_FORMATS[fmt], _cfg(config)
     method, margs = cfg.get('method', 'cam'), dict(cfg.get('method_args') or {})
-    if method != spec['method'] and not (fmt == 'l2g' and method == 'l2g_csa'):
-        raise ConfigError(f"import cls {fmt}: the file is a {spec['method']!r} classifier but the config's method is {method!r}")
+    if method != spec['method']: raise ConfigError(f"import cls {fmt}: the file is a {spec['method']!r} classifier but the config's method is {method!r}")
+    if scn is not None and fmt != 'msa': raise ConfigError(f"import cls {fmt}: scn= / --scn (a superpixel network) is for --format msa only")
+    _check_method_args(fmt, method, margs, cfg)
     ds, _ = _ds(cfg)
     wsss = get_method(method, **margs)
     model = wsss.build_model(get_backbone(cfg['backbone'], pretrained=None, output_stride=cfg.get('output_stride', 16)), ds.num_classes-1)
     raw = _read_weights(file)
-    if fmt == 'l2g':
-        if 'state_dict' not in raw: raise DataError(f"{file}: expected an L2G checkpoint {{'state_dict', 'local_dict'}}, got keys {list(raw)[:3]}")
-        parts = dict(global_net=_strip(raw['state_dict']), local_net=_strip(raw.get('local_dict', raw['state_dict'])))
-        sd = {}
-        for name, part in parts.items():
-            target = {k[len(name)+1:]: v for k, v in model.state_dict().items() if k.startswith(name + '.')}
-            sd.update({f'{name}.{k}': v for k, v in map_state_dict(part, spec['rules'], target, f'{file} [{name}]').items()})
-    else: sd = map_state_dict(_strip(raw), spec['rules'], model.state_dict(), file)
+    if isinstance(spec['top'], dict):   # two networks (L2G): each under its key; a file without the local one gives the global weights to both
+        if not isinstance(raw, dict) or 'state_dict' not in raw:
+            raise DataError(f"{file}: expected a checkpoint with {', '.join(map(repr, spec['top'].values()))}, got keys {[str(k) for k in list(raw)[:5]] if isinstance(raw, dict) else type(raw).__name__}")
+        parts = {name: (top if top in raw else 'state_dict') for name, top in spec['top'].items()}
+    else: parts = {'': spec['top']}
+    sd = {}
+    for name, top in parts.items():
+        part = _weights_at(raw, top, file)
+        part = {k: v for k, v in part.items() if not k.startswith(tuple(spec.get('drop', ())))}
+        part = _drop_twins(part, spec.get('twins', ()), file)
+        own = {k[len(name)+1:]: v for k, v in model.state_dict().items() if k.startswith(name + '.')} if name else model.state_dict()
+        try: mapped = map_state_dict(part, spec['rules'], own, f'{file} [{name}]' if name else file)
+        except DataError as e:
+            hint = spec.get('hint')
+            if hint and hint[0] in str(e): raise DataError(f"{e} ({hint[1]})") from None
+            raise
+        sd.update({(f'{name}.{k}' if name else k): v for k, v in mapped.items()})
     model.load_state_dict(sd, strict=False)
-    st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'cls', f'cls:{fmt}', file,
-                         dict(method=method, backbone=cfg['backbone']))
+    if fmt == 'msa': _load_scn(model, scn, file)
+    extra = dict(method=method, backbone=cfg['backbone'], **({'scn': str(Path(scn).resolve()), 'scn_sha256': file_sha256(scn)} if fmt == 'msa' else {}))
+    st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'cls', f'cls:{fmt}', file, extra)
     st.begin()
     meta = dict(method=method, method_args=margs, backbone=cfg['backbone'], output_stride=cfg.get('output_stride', 16),
                 num_classes=ds.num_classes, class_names=ds.class_names, imported=st.params['params']['imported'])
     save_torch(dict(model=model.state_dict(), meta=meta), st.path/'model.pt')
     st.finish(dict(imported=st.params['params']['imported'], final_loss=None, train_time_s=0., peak_mem_mb=0.))
     return st
+
+_DATAPARALLEL = {'l2g', 'l2g_csa', 'mcis', 'group'}   # the train scripts save `torch.nn.DataParallel(model).state_dict()`: keys `module.…`
+
+def to_original(sd:dict, # a state dict of this library's network (one part of it for L2G: the keys under `global_net.` without that prefix)
+                fmt:str)->dict: # one of `CLS_FORMATS`
+    "The inverse of `fmt`'s rules: `sd` under the original's names (no `module.`, no aliases); each key by the rule with the longest matching target prefix."
+    rules = sorted(CLS_FORMATS[fmt]['rules'], key=lambda r: -len(r[1]))
+    out = {}
+    for k, v in sd.items():
+        s, d = next(((s, d) for s, d in rules if k.startswith(d)), (None, None))
+        if s is not None: out[s + k[len(d):]] = v
+    return out
+
+def save_original(model:torch.nn.Module, # this library's network of the format's method
+                  fmt:str, # one of `CLS_FORMATS`
+                  path)->Path: # the file to write
+    "Write `model` as the original's train script saves it (top-level keys, `module.` prefixes, aliases, unused layers): a stand-in for a released file, or our weights for the original's infer script."
+    spec, sd = CLS_FORMATS[fmt], model.state_dict()
+    dp = (lambda d: {'module.' + k: v for k, v in d.items()}) if fmt in _DATAPARALLEL else (lambda d: d)
+    if isinstance(spec['top'], dict):
+        obj = {top: dp(to_original({k[len(n)+1:]: v for k, v in sd.items() if k.startswith(n + '.')}, fmt)) for n, top in spec['top'].items()}
+        obj.update(epoch=0, global_counter=0)
+    else:
+        w = to_original(sd, fmt)
+        if fmt == 'group': w['extra_linear_e.weight'] = torch.zeros(sd['head.6.weight'].shape[0], sd['head.6.weight'].shape[0])
+        for s, t in spec.get('twins', ()): w.update({s + k[len(t):]: v for k, v in list(w.items()) if k.startswith(t)})
+        obj = dict(epoch=0, global_counter=0, state_dict=dp(w)) if spec['top'] else dp(w)
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+    return path
+
 
 # %% ../nbs/10a_importers.ipynb #9e457cb5
 def import_affinity(file, # PSA's res38_aff.pth
@@ -313,7 +443,7 @@ def score_folder(folder, # `<id>.png` label maps, or `<id>.npz` CAM files (`wsss
 IMPORT_KINDS = ('cams', 'pseudo', 'cls', 'affinity', 'deeplab', 'spixelnet')
 
 def add_import_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
-    "`wsss-nb import KIND FILE CONFIG [--format F] [--run R] [--out-root D] [--out P]`."
+    "`wsss-nb import KIND FILE CONFIG [--format F] [--run R] [--out-root D] [--out P] [--scn Q]`."
     p = subparsers.add_parser('import', help="turn an author's released file into a finished stage of a run")
     p.add_argument('kind', choices=IMPORT_KINDS, help='cams -> cams/, pseudo -> pseudo/, cls -> cls/, affinity -> rw weights, deeplab -> seg_pseudo/')
     p.add_argument('file', help='the released file or folder')
@@ -321,6 +451,7 @@ def add_import_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
     p.add_argument('--format', default=None, help=f"cams: {', '.join(CAM_FORMATS)}; cls: {', '.join(CLS_FORMATS)}")
     p.add_argument('--run', default=None); p.add_argument('--out-root', default=None)
     p.add_argument('--out', default=None, help='affinity / spixelnet: the weight file to write')
+    p.add_argument('--scn', default=None, help="cls --format msa: MSA's superpixel network file (Q_model_final.pth)")
     p.set_defaults(func=cmd_import)
     return p
 
@@ -333,7 +464,7 @@ def cmd_import(args)->int: # parsed `wsss-nb import` arguments
     if args.kind in ('cams', 'cls') and not args.format: raise ConfigError(f"wsss-nb import {args.kind} needs --format")
     if args.kind == 'cams': st = import_cams(args.file, args.format, args.config, **kw)
     elif args.kind == 'pseudo': st = import_pseudo(args.file, args.config, **kw)
-    elif args.kind == 'cls': st = import_classifier(args.file, args.format, args.config, **kw)
+    elif args.kind == 'cls': st = import_classifier(args.file, args.format, args.config, scn=getattr(args, 'scn', None), **kw)
     elif args.kind == 'deeplab': st = import_deeplab(args.file, args.config, **kw)
     elif args.kind == 'spixelnet':
         out = import_spixelnet(args.file, args.out or run_dir(_cfg(args.config).get('out_root', 'outputs'), released_run(_cfg(args.config)), 'imported')/'spixelnet.pth')

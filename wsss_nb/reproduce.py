@@ -9,20 +9,29 @@ from pathlib import Path
 from .core import ConfigError, load_config, load_json, project_root
 
 # %% auto #0
-__all__ = ['QUANTITIES', 'AUTHORS', 'reproduce_table', 'reproduce_markdown', 'reproduce_csv', 'add_reproduce_parser',
-           'cmd_reproduce']
+__all__ = ['QUANTITIES', 'AUTHORS', 'RECORD_DIR', 'OTHER_FIGURES', 'NOT_STATED', 'reproduce_table', 'reproduce_markdown',
+           'reproduce_csv', 'add_reproduce_parser', 'cmd_reproduce', 'readme_block', 'render_readme', 'readme_section',
+           'readme_problems']
 
 # %% ../nbs/10b_reproduce.ipynb #8ab3a4a9
-QUANTITIES = (('cam_miou', 'CAM mIoU (train)'), ('pseudo_miou_after_refine', 'pseudo-label mIoU (train)'), ('seg_miou', 'segmentation mIoU (val)'))
+QUANTITIES = (('cam_miou', 'CAM mIoU (train)'), ('cam_miou_train_aug', 'CAM mIoU (train_aug)'),
+              ('pseudo_miou_after_refine', 'pseudo-label mIoU (train)'),
+              ('seg_miou', 'segmentation mIoU (val)'), ('seg_miou_test', 'segmentation mIoU (test)'))
 
-AUTHORS = {  # method -> quantity -> (value in %, source); only numbers the authors or their repositories state
-    'sccam': dict(cam_miou=(50.9, "Juliachang/SC-CAM README (val: 49.6)"),
-                  pseudo_miou_after_refine=(63.4, "Chang et al., CVPR 2020 (arXiv:2008.01183), quoted in SC-CAM issue #4"),
-                  seg_miou=(66.1, "Chang et al., CVPR 2020 [recollection, unverified; test 65.9 per SC-CAM issue #19]")),
-    'l2g': dict(seg_miou=(72.1, "Jiang et al., CVPR 2022 (arXiv:2204.03206); PengtaoJiang/L2G README")),
-    'l2g_csa': dict(cam_miou=(70.38, "repository comment (train_aug?, threshold 0.35, before CDA)"), seg_miou=(72.46, "repository README")),
-    'group': dict(seg_miou=(68.2, "Li et al., AAAI 2021 (Group-WSSS) [recollection, unverified; test 68.5 per PapersWithCode]")),
-    'mcis': dict(seg_miou=(66.2, "Sun et al., ECCV 2020 (MCIS); repository README")),
+AUTHORS = {  # method -> quantity -> (value in %, source); only numbers a paper, a repository or a listing of the paper states, with the split in the quantity
+    'sccam': dict(cam_miou=(50.9, "Juliachang/SC-CAM README, 'Results and Trained Models' (ResNet-38; val 49.6)"),
+                  pseudo_miou_after_refine=(63.4, "Chang et al., CVPR 2020 (arXiv:2008.01183), as quoted in Juliachang/SC-CAM issue #4"),
+                  seg_miou=(66.1, "Papers with Code listing of Chang et al., CVPR 2020 (arXiv:2008.01183): VOC 2012 val, SC-CAM-ResNet-101; not checked against the paper's table"),
+                  seg_miou_test=(65.9, "Juliachang/SC-CAM issue #19 (maintainer: the final segmentation, paper Sec. 4.4; split not named there, listed as VOC 2012 test by wizwand.com)")),
+    'l2g': dict(seg_miou=(72.1, "PengtaoJiang/L2G README, 'Performance' (Jiang et al., CVPR 2022, arXiv:2204.03206)"),
+                seg_miou_test=(71.7, "PengtaoJiang/L2G README, 'Performance'")),
+    'l2g_csa': dict(cam_miou_train_aug=(70.38, "ananzeng/Tsenglians-_thesis_project models/resnet38_base.py code comment: SE + DRS, before CDA, background 0.35; "
+                                                 "split not named, the repository's test_l2g_voc.sh scores train_aug"),
+                    seg_miou=(72.46, "ananzeng/Tsenglians-_thesis_project README, 'Performance'"),
+                    seg_miou_test=(72.81, "ananzeng/Tsenglians-_thesis_project README, 'Performance' (official server)")),
+    'group': dict(seg_miou_test=(68.5, "Papers with Code listing ('Results from the Paper') of Li et al., AAAI 2021 (arXiv:2012.05007): VOC 2012 test; "
+                                       "no val figure found in a source we could read")),
+    'mcis': dict(seg_miou=(66.2, "GuoleiSun/MCIS_wsss README, 'Test' (the released Caffe ResNet-101 LargeFOV model on VOC12 val)")),
     'msa': {},
     'cam': {},
 }
@@ -31,17 +40,21 @@ def _scores(out_root, run):
     f = Path(out_root)/run/'scores.json'
     return (load_json(f), f'{run}/scores.json') if f.is_file() else ({}, None)
 
-def reproduce_table(method:str, # a key of `AUTHORS`
-                    out_root='outputs', # root of the runs
-                    root=None)->list: # project root (configs/); default `project_root()`
-    "Rows (quantity, figure, value %, source) for one method: the authors', the imported released files' (run `<faithful run>_released`), the faithful and fixed runs'; sources of measured figures are `<run>/scores.json` under `out_root`."
-    if method not in AUTHORS: raise ConfigError(f"reproduce: unknown method {method!r}; known: {', '.join(AUTHORS)}")
-    root = Path(root or project_root() or '.')
+def _runs(method, root):
+    "faithful / fixed / released run names of `method` (from configs/voc12_<method>[_fixed].yaml)."
     runs = {}
     for kind, cfg in (('faithful', f'voc12_{method}.yaml'), ('fixed', f'voc12_{method}_fixed.yaml')):
         c = root/'configs'/cfg
         if c.is_file(): runs[kind] = load_config(c).get('run', c.stem)
     runs['released'] = f"{runs.get('faithful', f'voc12_{method}')}_released"
+    return runs
+
+def reproduce_table(method:str, # a key of `AUTHORS`
+                    out_root='outputs', # root of the runs
+                    root=None)->list: # project root (configs/); default `project_root()`
+    "Rows (quantity, figure, value %, source) for one method: the authors', the imported released files' (run `<faithful run>_released`), the faithful and fixed runs'; sources of measured figures are `<run>/scores.json` under `out_root`."
+    if method not in AUTHORS: raise ConfigError(f"reproduce: unknown method {method!r}; known: {', '.join(AUTHORS)}")
+    runs = _runs(method, Path(root or project_root() or '.'))
     rows = []
     for q, label in QUANTITIES:
         v, src = AUTHORS[method].get(q, (None, 'not published'))
@@ -66,17 +79,111 @@ def reproduce_csv(method:str, out_root='outputs', root=None)->str:
     buf = io.StringIO(); w = csv.DictWriter(buf, ['quantity', 'figure', 'value', 'source']); w.writeheader()
     w.writerows(reproduce_table(method, out_root, root)); return buf.getvalue()
 
+
 # %% ../nbs/10b_reproduce.ipynb #e2540af5
 def add_reproduce_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
-    "`wsss-nb reproduce METHOD... [--out-root D] [--csv]`."
+    "`wsss-nb reproduce METHOD... [--out-root D] [--csv | --readme] [--update README]`."
     p = subparsers.add_parser('reproduce', help="authors' numbers beside the imported released files' and the faithful / fixed runs'")
     p.add_argument('methods', nargs='+', help=f"any of {', '.join(AUTHORS)}, or 'all'")
-    p.add_argument('--out-root', default='outputs'); p.add_argument('--csv', action='store_true', help='CSV instead of Markdown')
+    p.add_argument('--out-root', default=None, help=f"runs to read (default: outputs; with --readme / --update: {RECORD_DIR})")
+    p.add_argument('--csv', action='store_true', help='CSV instead of Markdown')
+    p.add_argument('--readme', action='store_true', help="the README block of each method (paste it into the method's subsection)")
+    p.add_argument('--update', default=None, metavar='README', help='re-render the blocks in this file, then list what still differs')
     p.set_defaults(func=cmd_reproduce)
     return p
 
 def cmd_reproduce(args)->int: # parsed `wsss-nb reproduce` arguments
-    "Print one table per method."
+    "Print one table (or README block) per method; with --update, rewrite a README's blocks and return 1 while problems remain."
     methods = list(AUTHORS) if args.methods == ['all'] else args.methods
-    for m in methods: print(reproduce_csv(m, args.out_root) if args.csv else reproduce_markdown(m, args.out_root) + '\n')
+    if getattr(args, 'update', None):
+        f = Path(args.update); f.write_text(render_readme(f.read_text(), args.out_root))
+        problems = readme_problems(f.read_text(), args.out_root)
+        for p in problems: print(f"[wsss-nb] {f}: {p}")
+        return 1 if problems else 0
+    for m in methods:
+        if getattr(args, 'readme', False): print(readme_block(m, args.out_root) + '\n')
+        else: print(reproduce_csv(m, args.out_root or 'outputs') if args.csv else reproduce_markdown(m, args.out_root or 'outputs') + '\n')
     return 0
+
+# %% ../nbs/10b_reproduce.ipynb #8201e49c
+RECORD_DIR = 'benchmarks/reproduce'   # committed copies of runs' scores.json (`<run>/scores.json`): the only measured figures the README shows
+_BEGIN, _END = '<!-- wsss-nb reproduce {m}: generated', '<!-- /wsss-nb reproduce -->'
+
+def readme_block(method:str, # a key of `AUTHORS`
+                 out_root=None, # runs to read; default `<root>/benchmarks/reproduce` (`RECORD_DIR`)
+                 root=None)->str: # project root
+    "The README table of one method: one row per quantity that has the authors' figure or a measured one, each run's figure or 'missing', between markers."
+    root = Path(root or project_root() or '.')
+    rows = reproduce_table(method, root/RECORD_DIR if out_root is None else out_root, root)
+    by = {}
+    for r in rows: by.setdefault(r['quantity'], {})[r['figure']] = r
+    fmt = lambda r: 'missing' if r is None or r['value'] is None else f"{r['value']:g}"
+    kinds = [k for k in ('released', 'faithful', 'fixed') if any(k in d for d in by.values())]
+    head = {'released': 'released files (`_released` run)', 'faithful': 'faithful run', 'fixed': 'fixed run'}
+    lines = [f"{_BEGIN.format(m=method)} by `wsss-nb reproduce {method} --readme` from AUTHORS in nbs/10b_reproduce.ipynb and {RECORD_DIR}/<run>/scores.json; do not edit -->",
+             '| VOC 2012, mIoU % | authors | ' + ' | '.join(head[k] for k in kinds) + " | source of the authors' figure |",
+             '|---|---|' + '---|'*len(kinds) + '---|']
+    shown = [q for q, d in by.items() if any(r['value'] is not None for r in d.values())]
+    for q in shown:
+        d = by[q]
+        a = d['authors']
+        lines.append(f"| {q} | {fmt(a) if a['value'] is not None else 'not published'} | " + ' | '.join(fmt(d.get(k)) for k in kinds)
+                     + f" | {a['source'] if a['value'] is not None else '—'} |")
+    if not shown: lines.append('| (any) | not published | ' + ' | '.join('missing' for _ in kinds) + ' | no figure found in the paper, the repository or a listing of the paper |')
+    return '\n'.join(lines + [_END])
+
+def _block_spans(text):
+    "{method: (start, end)} of the generated blocks in `text`."
+    import re
+    out = {}
+    for m in re.finditer(re.escape(_BEGIN.split('{m}')[0]) + r'(\w+): generated', text):
+        end = text.find(_END, m.start())
+        if end < 0: raise ConfigError(f"README: the reproduce block of {m[1]!r} has no closing {_END}")
+        out[m[1]] = (m.start(), end + len(_END))
+    return out
+
+def render_readme(text:str, # README.md's text
+                  out_root=None, root=None)->str:
+    "`text` with every generated reproduce block rendered afresh (`readme_block`)."
+    for m, (a, b) in sorted(_block_spans(text).items(), key=lambda kv: -kv[1][0]):
+        text = text[:a] + readme_block(m, out_root, root) + text[b:]
+    return text
+
+def readme_section(text:str, title:str='## Reproducing the papers')->str:
+    "The README section that starts with `title`, up to the next `## ` heading."
+    if title not in text: raise ConfigError(f"README: no section {title!r}")
+    s = text[text.index(title):]
+    return s[:s.find('\n## ', len(title))] if '\n## ' in s[len(title):] else s
+
+def readme_problems(text:str, # README.md's text
+                    out_root=None, root=None)->list: # as `readme_block`
+    "What in the README's 'Reproducing the papers' section is not what `wsss-nb reproduce` renders: a method subsection without its block, a stale block, a bold figure outside the blocks that no source in `AUTHORS` / `OTHER_FIGURES` states."
+    import re
+    sec, out = readme_section(text), []
+    spans = _block_spans(sec)
+    for m in re.findall(r'^### .*?\(`method: (\w+)`', sec, re.M):
+        if m not in AUTHORS: continue
+        if m not in spans: out.append(f"{m}: no generated block (paste `wsss-nb reproduce {m} --readme`)"); continue
+        a, b = spans[m]
+        if sec[a:b] != (want := readme_block(m, out_root, root)): out.append(f"{m}: the block differs from what `wsss-nb reproduce {m} --readme` renders:\n{want}")
+    rest = sec
+    for a, b in sorted(spans.values(), reverse=True): rest = rest[:a] + rest[b:]
+    known = {v for qs in AUTHORS.values() for v, _ in qs.values()} | {v for fs in OTHER_FIGURES.values() for v, _ in fs}
+    for x in re.findall(r'\*\*(\d+(?:\.\d+)?)\*\*', rest):
+        if float(x) not in known: out.append(f"a bold figure {x} outside the generated blocks has no source in AUTHORS or OTHER_FIGURES")
+    for part in rest.split('\n### ')[1:]:
+        m = re.match(r'.*?\(`method: (\w+)`', part)
+        for v, why in NOT_STATED.get(m[1] if m else None, []):
+            if re.search(rf'(?<![\d.]){re.escape(str(v))}(?![\d])', part): out.append(f"{m[1]}: {v} is stated, but it is {why}")
+    return out
+
+OTHER_FIGURES = {  # the authors' figures outside the VOC table (other datasets), with their sources
+    'group': [(28.4, "COCO 2014 val: Papers with Code listing of Li et al., AAAI 2021 (arXiv:2012.05007)")],
+    'l2g': [(44.2, "COCO 2014 val: PengtaoJiang/L2G README, 'Performance'")],
+}
+
+NOT_STATED = {  # figures once recalled as the authors' but found in no source we could read: the README must not state them
+    'group': [(68.2, "a recollection of the VOC val figure (only an aggregator, wizwand.com, lists it; the Papers with Code listing we read was cut off)")],
+    'mcis': [(66.9, "a recollection of the VOC test figure, not found in the repository or a listing")],
+}
+
