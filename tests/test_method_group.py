@@ -82,3 +82,15 @@ def test_group_quirk_flags_arithmetic():
     assert abs(float(w.detach().std())/0.01 - 1) < 0.02 and abs(float(w.detach().mean())) < 0.001
     he = get_method('group', head_init='kaiming', head_width=8).build_model(get_backbone('efficientnet_lite0', pretrained=None), 3).head[0].weight
     assert abs(float(he.detach().std())/(2/(w.shape[1]*9))**0.5 - 1) < 0.02          # He: sqrt(2/fan_in), 0.0132 for 1280x3x3
+
+def test_propagate_trace_matches_plain_pass():
+    "`propagate(trace=True)` (for the lesson's figure) returns the same states plus, per step, attention rows summing to 1 over the sender."
+    from wsss_nb.methods.group import GroupNet
+    torch.manual_seed(0)
+    net = GroupNet(get_backbone('efficientnet_lite0', pretrained=None, output_stride=16), 3, group_size=3, steps=2, head_width=16).eval()
+    x = torch.randn(2, 3, 3, 4, 5)                                    # 2 groups of 3 states, K=3, 4x5
+    with torch.no_grad():
+        h = net.propagate(x); h2, steps = net.propagate(x, trace=True)
+    assert torch.allclose(h, h2) and len(steps) == 2 and torch.allclose(steps[-1]['h'], h)
+    assert steps[0]['attn'].shape == (2, 3, 2, 20, 20) and steps[0]['msg'].shape == (2, 3, 2, 3, 4, 5)
+    assert torch.allclose(steps[0]['attn'].sum(-1), torch.ones(2, 3, 2, 20), atol=1e-5)

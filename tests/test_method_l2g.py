@@ -215,3 +215,16 @@ def test_bank_at_view_scale():
     scaled = build_foreground_bank(cam, _One(), 2, short_side=32).items[0][0]   # 16x24 -> 32x48: x2
     assert plain[1].shape == (8, 12) and scaled[1].shape == (16, 24) and scaled[0].shape == (16, 24, 3)
     assert scaled[1].all() and (scaled[2] == 255).all()
+
+def test_return_parts_are_what_l_kd_compares():
+    "`return_parts` (for the lesson's figure) leaves the losses alone, and its parts reproduce L_kd exactly."
+    torch.manual_seed(0); net = L2GNet(_Toy(), 2).eval(); x, y, s = _batch()
+    plain = l2g_losses(net, x, y, s, n_local=4, local_frac=0.75, rng=np.random.default_rng(0))
+    out = l2g_losses(net, x, y, s, n_local=4, local_frac=0.75, rng=np.random.default_rng(0), return_parts=True)
+    assert 'parts' not in plain and all(abs(float(plain[k].detach()) - float(out[k].detach())) < 1e-6 for k in plain)
+    P = out['parts']
+    assert P['boxes'].shape == (2, 4, 4) and P['crops'].shape == (8, 3, 24, 24) and P['sal_crops'].shape == (8, 24, 24)
+    assert P['target'].shape == P['global_in_boxes'].shape == P['local_maps'].shape == (8, 3, 6, 6)
+    assert torch.allclose(P['global_in_boxes'].sum(1), torch.ones(8, 6, 6), atol=1e-5)   # a softmax over the K+1 channels
+    kd = 10*torch.nn.functional.mse_loss(P['global_in_boxes'], P['target'])
+    assert abs(float(kd) - float(out['kd'])) < 1e-5

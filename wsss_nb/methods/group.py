@@ -128,17 +128,21 @@ class GroupNet(nn.Module):
         "Initial node states x (N,K,h,w): backbone + extra head."
         return self.head(self.backbone(x))
 
-    def propagate(self, h:torch.Tensor)->torch.Tensor: # (B,G,K,h,w) initial states of B groups
-        "Final node states (B,G,K,h,w) after `steps` rounds of messages, ConvGRU and graph dropout."
+    def propagate(self, h:torch.Tensor, # (B,G,K,h,w) initial states of B groups
+                  trace:bool=False): # also return what every step sent (for figures)
+        "Final node states (B,G,K,h,w) after `steps` rounds of messages, ConvGRU and graph dropout; with `trace`, (states, per-step list)."
         B, G, K, H, W = h.shape
         if G != self.group_size: raise ConfigError(f"GroupNet was built for groups of {self.group_size}, got {G}")
         ii = [i for i in range(G) for j in range(G) if j != i]   # receivers, each followed by its senders in order
         jj = [j for i in range(G) for j in range(G) if j != i]
+        steps = []
         for _ in range(self.steps):
-            m = self.coatt(h[:, ii].flatten(0, 1), h[:, jj].flatten(0, 1))          # (B·G·(G-1),K,H,W)
+            m, attn = self.coatt(h[:, ii].flatten(0, 1), h[:, jj].flatten(0, 1), return_attention=True)   # (B·G·(G-1),K,H,W)
             agg = self.fusion(m.view(B*G, (G - 1)*K, H, W))                         # concat per receiver, fuse
             h = self.gdl(self.gru(agg, h.flatten(0, 1))).view(B, G, K, H, W)
-        return h
+            # step record: attn[b,i,k] and msg[b,i,k] come from sender k-th of i's others (j = k if k < i else k+1)
+            if trace: steps.append(dict(attn=attn.view(B, G, G - 1, H*W, -1), msg=m.view(B, G, G - 1, K, H, W), h=h))
+        return (h, steps) if trace else h
 
     def forward(self, images:torch.Tensor)->dict: # (B·G,3,H,W): B groups of G consecutive images
         "Dict with 'x' and 'h' (B·G,K,h,w) and their GAP logits 'init_logits', 'logits' (B·G,K)."

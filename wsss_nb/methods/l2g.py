@@ -341,8 +341,9 @@ def l2g_losses(model:L2GNet, # the two networks
                global_cls_loss:bool=True, # add L_global (False: the original, which never adds it)
                roi_aligned:bool=True, # RoIAlign pixel-centre convention (False: the original's half-cell shift)
                rng:np.random.Generator=None, # randomness of the crop positions
-               g_labels:torch.Tensor=None)->dict: # (B,K) image labels for G's absent-class zeroing and L_global (None: `labels`)
-    "L2G's losses for one batch: {'loss', 'kd', 'local', 'global_cls'}."
+               g_labels:torch.Tensor=None, # (B,K) image labels for G's absent-class zeroing and L_global (None: `labels`)
+               return_parts:bool=False)->dict: # also return the boxes, crops, maps and target under 'parts' (for figures)
+    "L2G's losses for one batch: {'loss', 'kd', 'local', 'global_cls'} (+ 'parts' with `return_parts`)."
     B, _, H, W = images.shape
     labels = labels.float()
     g_labels = labels if g_labels is None else g_labels.float()
@@ -356,7 +357,12 @@ def l2g_losses(model:L2GNet, # the two networks
     l_local = cam_loss(model.local_net.logits(l_maps).float(), local_labels)
     l_global = cam_loss(model.global_net.logits(g_maps).float(), g_labels)
     total = l_kd + l_local + (l_global if global_cls_loss else 0.)
-    return {'loss': total, 'kd': l_kd.detach(), 'local': l_local.detach(), 'global_cls': l_global.detach()}
+    out = {'loss': total, 'kd': l_kd.detach(), 'local': l_local.detach(), 'global_cls': l_global.detach()}
+    if return_parts:   # what L_kd compares: the global maps inside the boxes (softmax over channels) and G
+        aligned = align_global(g_maps.detach(), boxes, G.shape[-2:], model.global_net.backbone.output_stride, roi_aligned).softmax(1)
+        out['parts'] = dict(boxes=boxes, crops=crops, sal_crops=sal_crops, local_maps=l_maps.detach(), target=G,
+                            global_maps=g_maps.detach(), global_in_boxes=aligned)
+    return out
 
 # %% ../../nbs/15_l2g.ipynb #f16207a0
 def l2g_infer(branch:L2GBranch, # global network, eval mode
