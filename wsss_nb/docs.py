@@ -192,7 +192,7 @@ def _inline_md(s:str)->str:
 
 READING_PATH = (
     ('The pipeline, stage by stage', 'data → classifier and CAM → pseudo-labels → CRF → random walk → DeepLab-v2 → mIoU, then the stages wired together',
-     ('01', '02', '03', '04', '06', '06b', '17', '16', '07', '05', '09')),
+     ('01', '02', '02a', '03', '04', '06', '06b', '17', '16', '07', '05', '09')),
     ('The five methods', 'each replaces the CAM classifier of stage 1', ('11', '12', '13', '14', '15')),
     ('Comparing them', '', ('19',)),
 )
