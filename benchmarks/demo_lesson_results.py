@@ -12,7 +12,7 @@ the pseudo-labels before and after refinement and both networks' predictions, sc
 and (3) writes
 
 - `benchmarks/results/demo_lesson.json`: the config it ran (`config`, compared with `configs/demo.yaml` by
-  `tests/test_lessons_learned.py`), the run's own `scores.json`, the val scores of each step, the all-background
+  `tests/test_lessons_learned.py`, as is the synthetic generator's version in `data`), the run's own `scores.json`, the val scores of each step, the all-background
   floors, the per-step training losses of the classifier and of both DeepLab-v2 networks, and the ids shown;
 - `benchmarks/results/demo_lesson.npz`: for the first `--n-images` val images, the image, its CAMs (uint8, x255),
   both pseudo-labels, both predictions and the mask.
@@ -93,7 +93,8 @@ def extract(rd:Path, n_images:int=4, device:str='cpu')->tuple:
     for n, key in (('seg_pseudo', 'seg_miou'), ('seg_gt', 'seg_gt_miou')):   # the run's own evaluation, recomputed
         if n in segs and abs(val[n] - run_scores[key]) > 1e-6:
             raise SystemExit(f"{n}: val mIoU recomputed {val[n]:.6f} != the run's {run_scores[key]:.6f}: not the run's recipe")
-    out = dict(val=val, floor_val=all_background_floor(gts, C),
+    meta = Path(pc['data_root'])/'synthetic.json'          # the generated dataset's parameters and generator version
+    out = dict(data=json.loads(meta.read_text()) if meta.is_file() else None, val=val, floor_val=all_background_floor(gts, C),
                floor_train=all_background_floor((train.load_raw(i)[1] for i in train.ids), C),
                scores=run_scores, bg_threshold=thr, refiner=pp['refiner'], eval_crf=pe['crf'],
                cam_scales=pc['scales'], cam_flip=pc['flip'], eval_split=pe['split'], n_val=len(ds), n_train=len(train),

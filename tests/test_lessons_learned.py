@@ -118,7 +118,7 @@ def _result():
     assert js.is_file() and npz.is_file(), "make them with `python benchmarks/demo_lesson_results.py`"
     return json.loads(js.read_text()), np.load(npz)
 
-def test_demo_result_matches_demo_config():
+def test_demo_result_matches_demo_config(tmp_path):
     "The committed result was made with the current `configs/demo.yaml`; rerun `python benchmarks/demo_lesson_results.py` when it changes."
     info, _ = _result()
     assert info['config_file'] == 'configs/demo.yaml'
@@ -126,6 +126,12 @@ def test_demo_result_matches_demo_config():
         "configs/demo.yaml changed since benchmarks/results/demo_lesson.* were made: rerun `python benchmarks/demo_lesson_results.py` "
         "and re-execute nbs/09_stages.ipynb and nbs/09b-09f")
     cfg = info['config']
+    if cfg['dataset'] == 'synthetic':   # the generator has not changed since (its version and parameters)
+        from wsss_nb.synthetic import make_synthetic
+        root = make_synthetic(tmp_path/'syn', n_train=cfg['synth_n_train'], n_val=0, size=8, seed=cfg.get('synth_seed', 0))
+        want = json.loads((root/'synthetic.json').read_text())
+        assert info['data'] == {**want, 'size': cfg['synth_size'], 'n_val': cfg['synth_n_val']}, (
+            "the synthetic generator or its settings changed: rerun `python benchmarks/demo_lesson_results.py`")
     assert info['n_train'] == cfg['synth_n_train'] and info['n_val'] == cfg['synth_n_val']
     assert info['refiner'] == cfg['refiner'] and info['cam_scales'] == cfg['cam_scales'] and info['cam_flip'] == cfg['cam_flip']
     assert len(info['losses']['cls']) == cfg['cls_epochs']*(cfg['synth_n_train']//cfg['cls_batch_size'])
