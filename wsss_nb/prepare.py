@@ -312,17 +312,17 @@ def add_prepare_parser(subparsers, # the `add_subparsers()` object of the CLI's 
 
 def run_prepare(args, # parsed arguments of the `prepare` command (see `add_prepare_parser`)
                 )->dict:
-    "Run `wsss-nb prepare ...`: convert, print a summary line per split, return the summary."
+    "Run `wsss-nb prepare ...`: convert, print a summary line per split (paths as given on the command line), return the summary."
     if args.prepare_dataset == 'voc12_aug':
         s = prepare_voc12_aug(args.sbd, args.root, overwrite=args.overwrite, progress=not args.quiet)
-        print(f"[wsss-nb] voc12_aug: {s['masks']:,} masks in {Path(s['root'])/'SegmentationClassAug'} ({s['from_voc']:,} "
+        print(f"[wsss-nb] voc12_aug: {s['masks']:,} masks in {Path(args.root)/'SegmentationClassAug'} ({s['from_voc']:,} "
               f"from VOC, {s['from_sbd']:,} from SBD); train_aug.txt lists {s['train_aug']:,} ids")
     elif args.prepare_dataset == 'coco14':
         s = prepare_coco14(args.annotations, args.root, image_dirs=args.images, overwrite=args.overwrite, progress=not args.quiet)
         for k, v in s.items():
             if k == 'root': continue
             print(f"[wsss-nb] coco14 {k}: {v['listed']:,} of {v['images']:,} images listed in "
-                  f"{Path(s['root'])/'ImageSets'/'Segmentation'/(k + '.txt')} ({v['without_objects']:,} without objects "
+                  f"{Path(args.root)/'ImageSets'/'Segmentation'/(k + '.txt')} ({v['without_objects']:,} without objects "
                   f"left out, {v['with_crowd']:,} with crowd regions, {v['linked']:,} images linked)")
     else: raise ConfigError(f"Unknown dataset to prepare: {args.prepare_dataset!r}; expected voc12_aug or coco14")
     return s

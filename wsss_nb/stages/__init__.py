@@ -5,9 +5,11 @@ segmentation network → evaluation, and the one table that maps config keys ont
 
 # %% ../../nbs/09_stages.ipynb #47719a24
 from __future__ import annotations
-import inspect
+import inspect, json
+import numpy as np
 from dataclasses import dataclass, field
-from ..core import ConfigError, resolve_path
+from ..core import ConfigError, DataError, resolve_path
+from .. import viz
 from .common import collate, prepare_data
 from .train_cls import train_classifier, load_classifier
 from .make_cams import make_cams, batched_cams, group_by_size
@@ -16,7 +18,53 @@ from .train_seg import train_segmentation, load_segmenter, LabelDirDataset, glob
 from .evaluate import evaluate, collect_scores, write_report
 
 # %% auto #0
-__all__ = ['SHARED_KEYS', 'PATH_ARGS', 'STAGES', 'StageSpec', 'stage_kwargs']
+__all__ = ['DEMO_RESULT', 'DEMO_COLUMNS', 'SHARED_KEYS', 'PATH_ARGS', 'STAGES', 'load_demo_result', 'show_demo_result',
+           'StageSpec', 'stage_kwargs']
+
+# %% ../../nbs/09_stages.ipynb #6936fc4a
+DEMO_RESULT = 'benchmarks/results/demo_lesson'   # the committed demo result (stem of .json / .npz), relative to the project root
+DEMO_COLUMNS = ('image', 'cam', 'before', 'after', 'seg_pseudo', 'seg_gt', 'gt')   # the maps stored per val image
+
+def load_demo_result(path=None)->tuple: # stem of `<path>.json` / `<path>.npz`; None: `DEMO_RESULT` under the project root
+    "(info, rows) of the result `benchmarks/demo_lesson_results.py` wrote: `info` its JSON (config, scores, losses), `rows` one dict per val image with the maps of `DEMO_COLUMNS` (CAMs as floats in [0,1])."
+    stem = resolve_path(DEMO_RESULT if path is None else path)
+    js, npz = stem.with_name(stem.name + '.json'), stem.with_name(stem.name + '.npz')
+    for f in (js, npz):
+        if not f.is_file(): raise DataError(f"demo result {f.name} not found in {f.parent}: make it with `python benchmarks/demo_lesson_results.py`")
+    info, arrays = json.loads(js.read_text()), np.load(npz)
+    rows = []
+    for k, (i, keys) in enumerate(zip(info['ids'], info['keys'])):
+        r = dict(id=i, keys=np.asarray(keys, np.int64), **{c: arrays[f'{c}_{k}'] for c in DEMO_COLUMNS if f'{c}_{k}' in arrays})
+        r['cam'] = r['cam'].astype(np.float32)/255
+        rows.append(r)
+    return info, rows
+
+def show_demo_result(info:dict, # from `load_demo_result`
+                     rows:list, # from `load_demo_result`
+                     columns=DEMO_COLUMNS): # the panels, left to right
+    "One row per val image: CAM (max over the image's classes), pseudo-labels before / after refinement, both DeepLab-v2 predictions, the mask; titles carry each step's mIoU on the whole val split."
+    from matplotlib.patches import Patch
+    v, pct = info['val'], lambda x: f'{100*x:.1f}%'
+    titles = dict(image='val image', cam='CAMs (max over classes)', before=f"pseudo-label (τ={info['bg_threshold']:.2f})\nmIoU {pct(v['before'])}",
+                  after=f"refined ({info['refiner']})\nmIoU {pct(v['after'])}", seg_pseudo=f"DeepLab-v2 on pseudo-labels\nmIoU {pct(v['seg_pseudo'])}",
+                  seg_gt=f"DeepLab-v2 on masks\nmIoU {pct(v['seg_gt'])}", gt='ground truth')
+    fig = viz.InlineFigure(figsize=(2.2*len(columns), 2.2*len(rows) + 0.9))
+    axs, present = np.array(fig.subplots(len(rows), len(columns), squeeze=False)), set()
+    for i, r in enumerate(rows):
+        for j, c in enumerate(columns):
+            ax = axs[i, j]; ax.set_xticks([]); ax.set_yticks([])
+            if c == 'image': panel = r['image']
+            elif c == 'cam': panel = viz.overlay_cam(r['image'], r['cam'].max(0))
+            else: panel = viz.colorize(r[c]); present |= set(np.unique(r[c]).tolist())
+            ax.imshow(panel, interpolation='nearest')
+            if i == 0: ax.set_title(titles[c], fontsize=9)
+        axs[i, 0].set_ylabel(r['id'], fontsize=8)
+    pal, names = viz.voc_palette(), info['class_names']
+    handles = [Patch(color=pal[c]/255, label=names[c]) for c in sorted(present) if c < len(names)]
+    if 255 in present: handles.append(Patch(facecolor=pal[255]/255, edgecolor='0.5', label='unlabelled (255)'))
+    if handles: fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 5), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.9/(2.2*len(rows) + 0.9), 1, 1))
+    return fig
 
 # %% ../../nbs/09_stages.ipynb #4fcac43c
 SHARED_KEYS = ('run', 'out_root', 'dataset', 'data_root', 'device', 'amp', 'seed', 'num_workers', 'deterministic')

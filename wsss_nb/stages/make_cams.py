@@ -47,7 +47,7 @@ def make_cams(run:str='smoke', out_root='outputs', dataset:str='synthetic', data
         if geometry[k] not in choices: raise ConfigError(f"cam_{k}={geometry[k]!r} is not one of {', '.join(map(repr, choices))}")
     params.update({k: v for k, v in geometry.items() if v != _GEOMETRY_DEFAULTS[k]})  # at the defaults: fingerprints unchanged
     st = Stage(out_root, run, 'cams', params, upstream=[cls])
-    if st.done: print(f"cams: already done with these parameters ({st.path})"); return st
+    if st.done: print(f"cams: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     if batch_size is not None and batch_size < 1: raise ConfigError(f"cam_batch_size must be >= 1 (or None), got {batch_size}")
     info = init_distributed(device); dev = info.device
     configure_determinism(deterministic, dev)

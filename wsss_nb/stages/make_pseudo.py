@@ -38,7 +38,7 @@ def make_pseudo_labels(run:str='smoke', out_root='outputs', dataset:str='synthet
     params = dict(dataset=dataset, data_root=str(data_root), split=split, bg_threshold=bg_threshold, refiner=refiner,
                   refiner_args=refiner_args, saliency_dir=_str(saliency_dir), max_images=max_images)
     st = Stage(out_root, run, 'pseudo', params, upstream=[cams])
-    if st.done: print(f"pseudo: already done with these parameters ({st.path})"); return st
+    if st.done: print(f"pseudo: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     refine = get_refiner(refiner, **refiner_args)   # fails on unknown names before any work
     gpu_refiner = hasattr(refine, 'fit') or refine.batched   # refiners that use the device
     info = init_distributed(device if gpu_refiner or launched() else 'cpu')

@@ -64,7 +64,7 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                                 **{f'method_args.{k}': v for k, v in method_args.items() if k in ('pretrained', 'weights', 'round0_weights')})
     if inputs: params['inputs'] = inputs    # content of the files read: a replaced weight file reruns the stage
     st = Stage(out_root, run, 'cls', params)
-    if st.done: print(f"cls: already done with these parameters ({st.path})"); return st
+    if st.done: print(f"cls: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     wsss = get_method(method, **method_args)   # fails on unknown names before any work
     info = init_distributed(device); dev = info.device   # rank 0 of 1 unless started by torchrun
     if wsss.needs_whole_images: _check_whole_images(method, resize, crop_size, scale_min, scale_max, flip, info.world)

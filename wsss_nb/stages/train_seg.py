@@ -63,7 +63,7 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
                   crop_size=crop_size, scales=list(scales), seed=seed, max_images=max_images, **_non_default(flip=(flip, True), neck=(neck, None)))
     if inputs := input_fingerprints(Path(out_root)/'.hash_cache.json', pretrained=pretrained): params['inputs'] = inputs
     st = Stage(out_root, run, f'seg_{labels}', params, upstream=upstream)
-    if st.done: print(f"seg_{labels}: already done with these parameters ({st.path})"); return st
+    if st.done: print(f"seg_{labels}: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     info = init_distributed(device); dev = info.device   # rank 0 of 1 unless started by torchrun
     on_main(st.begin); seed_everything(seed, deterministic, dev); t0 = time.time()
     num_workers = auto_workers(num_workers, dev)
