@@ -22,7 +22,7 @@ from ..core import PolyLR
 __all__ = ['NEIGHBOURS', 'MSA_TAPS', 'neighbour_mask', 'grid_softmax', 'upfeat', 'superpixel_labels', 'pool_cells', 'rgb_to_lab',
            'opencv_lab8', 'SpixelNet', 'scn_loss', 'ScnCropCollate', 'train_scn', 'DCRKernel', 'dcr',
            'affinity_propagation', 'undilate_layer4', 'SE', 'MSANet', 'make_cam', 'tile', 'ipc_loss', 'cell_valid',
-           'MSAMethod']
+           'MSAMethod', 'load_scn_weights']
 
 # %% ../../nbs/14_msa.ipynb #7c276858
 NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (1, -1), (1, 0), (1, 1)]  # (dy, dx), Q channel order
@@ -471,7 +471,8 @@ class MSAMethod(WSSSMethod):
                  scn_lab_scale:str='cie', # SCN colour term: 'cie' (L 0-100, a/b ±110) or 'opencv8' (the original's 8-bit LAB / 255)
                  scn_crop_mode:str='common', # SCN crops: 'common' (batch's smallest side) or 'original' (train_scn.py's recipe)
                  scn_shuffle:bool=True, # reshuffle the SCN's images every epoch (train_scn.py: False)
-                 scn_workers:int=0): # DataLoader workers of SCN training
+                 scn_workers:int=0, # DataLoader workers of SCN training
+                 scn_weights:str=None): # trained SCN weights (`wsss-nb import spixelnet` output) loaded instead of training the SCN (scn_epochs then unused)
         super().__init__()
         if ipc_target not in ('image', 'saliency'): raise ConfigError(f"method_args.ipc_target must be 'image' or 'saliency', got {ipc_target!r}")
         if cell < 1: raise ConfigError(f"method_args.cell must be a positive integer, got {cell}")
@@ -491,6 +492,8 @@ class MSAMethod(WSSSMethod):
         self.scn_epochs, self.scn_lr, self.scn_batch_size, self.scn_crop = scn_epochs, scn_lr, scn_batch_size, scn_crop
         self.scn_pos_weight, self.scn_workers = scn_pos_weight, scn_workers
         self.scn_lab_scale, self.scn_crop_mode, self.scn_shuffle = scn_lab_scale, scn_crop_mode, scn_shuffle
+        self.scn_weights = None if scn_weights is None else str(scn_weights)
+        self._scn_state = None if scn_weights is None else load_scn_weights(scn_weights)   # checked now: before stage 01
         self.mult = math.lcm(16, self.cell)
         self.select_scores, self.best_epoch = {}, None
 
@@ -500,12 +503,13 @@ class MSAMethod(WSSSMethod):
         return MSANet(backbone, num_classes, cell=self.cell, beta=self.beta, gamma=self.gamma, freeze_bn=self.freeze_bn, init=self.init)
 
     def on_epoch_start(self, model:nn.Module, epoch:int, ctx:MethodContext):
-        "At the first epoch, train the SCN (or reload `scn.pt` from the stage folder) unless the model says it is trained; later, score the last epoch."
+        "At the first epoch, load `scn_weights` or train the SCN (or reload `scn.pt` from the stage folder) unless the model says it is trained; later, score the last epoch."
         super().on_epoch_start(model, epoch, ctx)
         if epoch > 0: self._select(model, epoch, ctx)
-        if bool(model.scn_trained) or self.scn_epochs <= 0: return
+        if bool(model.scn_trained) or (self.scn_epochs <= 0 and self._scn_state is None): return
         f = Path(ctx.out_dir)/'scn.pt' if ctx.out_dir is not None else None
-        if f is not None and f.is_file(): model.scn.load_state_dict(torch.load(f, map_location='cpu'))
+        if self._scn_state is not None: model.scn.load_state_dict(self._scn_state)   # imported weights: no SCN training
+        elif f is not None and f.is_file(): model.scn.load_state_dict(torch.load(f, map_location='cpu'))
         else:
             losses = train_scn(model.scn, ctx.dataset, self.scn_epochs, self.scn_lr, self.scn_batch_size, self.scn_crop,
                                self.scn_pos_weight, ctx.device, ctx.amp, self.scn_workers, ctx.seed, ctx.progress,
@@ -624,3 +628,23 @@ class MSAMethod(WSSSMethod):
                 up = F.interpolate(upfeat(logits.float(), Q, self.cell), size=(H, W), mode='bilinear', align_corners=False)
                 total = total + (up[0] + up[1].flip(-1) if ctx.flip else up[0])
         return F.relu(total[1:])
+
+# %% ../../nbs/14_msa.ipynb #01debc69
+def load_scn_weights(path, # a state dict of `SpixelNet`, e.g. written by `wsss-nb import spixelnet`
+                     key:str='method_args.scn_weights')->dict: # the config key, for errors
+    "Read SCN weights and check them against `SpixelNet` (every key, every shape); one `ConfigError` naming `key`, the file and the first key that does not fit."
+    from wsss_nb.backbones import load_state_dict_file
+    from wsss_nb.core import WSSSError
+    try: sd = load_state_dict_file(path)
+    except WSSSError as e: raise ConfigError(f"{key}={path}: {e}") from None
+    ref = SpixelNet().state_dict()
+    for k, v in sd.items():
+        if k not in ref:
+            raise ConfigError(f"{key}={path}: key {k!r} is not a key of wsss_nb.methods.msa.SpixelNet (a released SpixelNet1l_bn "
+                              f"checkpoint such as MSA's Q_model_final.pth is converted first: wsss-nb import spixelnet FILE CONFIG)")
+        if not isinstance(v, torch.Tensor) or v.shape != ref[k].shape:
+            raise ConfigError(f"{key}={path}: key {k!r} has shape {tuple(getattr(v, 'shape', ()))}, SpixelNet expects {tuple(ref[k].shape)}")
+    missing = [k for k in ref if k not in sd]
+    if missing: raise ConfigError(f"{key}={path}: {len(missing)} SpixelNet keys missing, the first {missing[0]!r}")
+    return sd
+
