@@ -350,6 +350,12 @@ class MSANet(nn.Module):
     def forward(self, x:torch.Tensor, # (B,3,H,W) normalised images, sides multiples of 16 and the cell size
                 Q:torch.Tensor=None)->tuple: # (B,9,H,W) associations (computed by the SCN when None)
         "(CAM logits (B,K+1,H/cell,W/cell) after DCR and AP, classification logits (B,K) by GAP before DCR/AP)."
+        p = self.parts(x, Q)
+        return p['logits'], p['cls']
+
+    def parts(self, x:torch.Tensor, # (B,3,H,W) normalised images, sides multiples of 16 and the cell size
+              Q:torch.Tensor=None)->dict: # (B,9,H,W) associations (computed by the SCN when None)
+        "Every step of `forward`: Q, refined x4, classifier map `raw`, after DCR `dcr`, after AP `logits` (all on the cell grid), `cls` (B,K)."
         if Q is None: Q = self.superpixels(x)
         grid = (x.shape[-2]//self.cell, x.shape[-1]//self.cell)
         q = _resize(self.qfeat(Q.to(x.dtype)), grid)
@@ -361,8 +367,9 @@ class MSANet(nn.Module):
         x5 = _resize(x5, grid)
         k5 = self.dcr5(x5, q)
         raw = self.classifier(x5*self.ala2(x5.detach()))
-        logits = affinity_propagation(dcr(raw, k5), x4, self.beta, self.gamma)
-        return logits, raw.float().mean((2, 3))[:, 1:]
+        reassembled = dcr(raw, k5)
+        logits = affinity_propagation(reassembled, x4, self.beta, self.gamma)
+        return dict(Q=Q, x4=x4, raw=raw, dcr=reassembled, logits=logits, cls=raw.float().mean((2, 3))[:, 1:])
 
     def train(self, mode:bool=True):
         "Train/eval mode; the SCN always stays in eval mode, the backbone BN too when `freeze_bn`."
