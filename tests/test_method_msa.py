@@ -212,3 +212,46 @@ def test_best_epoch_selection(smoke_data, tmp_path):
     wsss.infer = lambda model, image, ctx: torch.zeros(ds.num_classes - 1, *image.shape[-2:])
     c = load_mask(ds.mask_path(ds.ids[2]))
     assert wsss.select_score(nn.Module(), ctx) == pytest.approx(float((c == 0).sum()/(c < 255).sum())/len(set(np.unique(c)) - {255}))
+
+# ---- issue 17: MSA's released SpixelNet (Q_model_final.pth) as the SCN, via `wsss-nb import spixelnet` ----
+def _released_spixelnet(path):
+    "A stand-in Q_model_final.pth: SpixelNet1l_bn's 100 key names and shapes (committed fixture), random values."
+    import json
+    from pathlib import Path
+    keys = json.loads((Path(__file__).parent/'fixtures'/'spixelnet1l_bn_keys.json').read_text())['keys']
+    torch.manual_seed(0)
+    sd = {k: (torch.tensor(3) if not s else torch.rand(s) + 0.5 if k.endswith('running_var') else torch.randn(s)*0.1)
+          for k, s in keys.items()}
+    torch.save({'epoch': 30, 'state_dict': sd}, path)
+    return sd
+
+def test_scn_weights_from_imported_spixelnet(smoke_data, tmp_path):
+    from wsss_nb.importers import import_spixelnet
+    from wsss_nb.cli import check_components
+    from wsss_nb.core import ConfigError
+    orig = _released_spixelnet(tmp_path/'Q_model_final.pth')
+    f = import_spixelnet(tmp_path/'Q_model_final.pth', tmp_path/'imported'/'spixelnet.pth')
+    out = tmp_path/'out'
+    cls = S.train_classifier(out_root=out, data_root=smoke_data, method='msa', method_args={'scn_weights': str(f), 'scn_epochs': 50},
+                             backbone='efficientnet_lite0', pretrained=None, epochs=1, batch_size=4, crop_size=48,
+                             **{**COMMON, 'max_images': 4})
+    ck = torch.load(cls.path/'model.pt', map_location='cpu', weights_only=False)['model']
+    assert bool(ck['scn_trained']) and not (cls.path/'scn.pt').exists()          # loaded, not trained (50 epochs would show)
+    for ours, theirs in (('scn.enc.0.0.0.weight', 'conv0a.0.weight'), ('scn.enc.4.1.1.running_var', 'conv4b.1.running_var'),
+                         ('scn.deconv.3.0.weight', 'deconv3.0.weight'), ('scn.fuse.0.0.weight', 'conv0_1.0.weight'),
+                         ('scn.pred.bias', 'pred_mask0.bias')):
+        assert torch.equal(ck[ours], orig[theirs]), ours                         # the SCN used = the released weights
+    imported = torch.load(f, weights_only=True)
+    assert all(torch.equal(ck['scn.' + k], v) for k, v in imported.items())
+    from wsss_nb.core import content_hash
+    inputs = load_json(cls.path/'_params.json')['params']['inputs']
+    assert inputs['method_args.scn_weights'] == content_hash(f)                  # the fingerprint holds the file's content
+    # a wrong file: the released checkpoint itself (not converted), and a missing one: one line naming key and file, before stage 01
+    base = dict(method='msa', refiner='none', backbone='efficientnet_lite0', seg_backbone='efficientnet_lite0')
+    for bad, what in ((tmp_path/'Q_model_final.pth', "key 'conv0a.0.weight' is not a key"), (tmp_path/'nope.pth', 'not found')):
+        with pytest.raises(ConfigError) as e: check_components({**base, 'method_args': {'scn_weights': str(bad)}}, where='voc12_msa.yaml')
+        msg = str(e.value)
+        assert len(msg.splitlines()) == 1 and 'voc12_msa.yaml' in msg and 'method_args.scn_weights' in msg and bad.name in msg and what in msg, msg
+    sd = dict(imported); sd['pred.weight'] = torch.zeros(9, 8, 3, 3); torch.save(sd, tmp_path/'shape.pth')
+    with pytest.raises(ConfigError, match=r"scn_weights=.*shape.pth: key 'pred.weight' has shape \(9, 8, 3, 3\)"):
+        get_method('msa', scn_weights=str(tmp_path/'shape.pth'))

@@ -22,7 +22,7 @@ from ..core import PolyLR
 __all__ = ['NEIGHBOURS', 'MSA_TAPS', 'neighbour_mask', 'grid_softmax', 'upfeat', 'superpixel_labels', 'pool_cells', 'rgb_to_lab',
            'opencv_lab8', 'SpixelNet', 'scn_loss', 'ScnCropCollate', 'train_scn', 'DCRKernel', 'dcr',
            'affinity_propagation', 'undilate_layer4', 'SE', 'MSANet', 'make_cam', 'tile', 'ipc_loss', 'cell_valid',
-           'MSAMethod']
+           'MSAMethod', 'load_scn_weights']
 
 # %% ../../nbs/14_msa.ipynb #7c276858
 NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (1, -1), (1, 0), (1, 1)]  # (dy, dx), Q channel order
@@ -350,6 +350,12 @@ class MSANet(nn.Module):
     def forward(self, x:torch.Tensor, # (B,3,H,W) normalised images, sides multiples of 16 and the cell size
                 Q:torch.Tensor=None)->tuple: # (B,9,H,W) associations (computed by the SCN when None)
         "(CAM logits (B,K+1,H/cell,W/cell) after DCR and AP, classification logits (B,K) by GAP before DCR/AP)."
+        p = self.parts(x, Q)
+        return p['logits'], p['cls']
+
+    def parts(self, x:torch.Tensor, # (B,3,H,W) normalised images, sides multiples of 16 and the cell size
+              Q:torch.Tensor=None)->dict: # (B,9,H,W) associations (computed by the SCN when None)
+        "Every step of `forward`: Q, refined x4, classifier map `raw`, after DCR `dcr`, after AP `logits` (all on the cell grid), `cls` (B,K)."
         if Q is None: Q = self.superpixels(x)
         grid = (x.shape[-2]//self.cell, x.shape[-1]//self.cell)
         q = _resize(self.qfeat(Q.to(x.dtype)), grid)
@@ -361,8 +367,9 @@ class MSANet(nn.Module):
         x5 = _resize(x5, grid)
         k5 = self.dcr5(x5, q)
         raw = self.classifier(x5*self.ala2(x5.detach()))
-        logits = affinity_propagation(dcr(raw, k5), x4, self.beta, self.gamma)
-        return logits, raw.float().mean((2, 3))[:, 1:]
+        reassembled = dcr(raw, k5)
+        logits = affinity_propagation(reassembled, x4, self.beta, self.gamma)
+        return dict(Q=Q, x4=x4, raw=raw, dcr=reassembled, logits=logits, cls=raw.float().mean((2, 3))[:, 1:])
 
     def train(self, mode:bool=True):
         "Train/eval mode; the SCN always stays in eval mode, the backbone BN too when `freeze_bn`."
@@ -471,7 +478,8 @@ class MSAMethod(WSSSMethod):
                  scn_lab_scale:str='cie', # SCN colour term: 'cie' (L 0-100, a/b ±110) or 'opencv8' (the original's 8-bit LAB / 255)
                  scn_crop_mode:str='common', # SCN crops: 'common' (batch's smallest side) or 'original' (train_scn.py's recipe)
                  scn_shuffle:bool=True, # reshuffle the SCN's images every epoch (train_scn.py: False)
-                 scn_workers:int=0): # DataLoader workers of SCN training
+                 scn_workers:int=0, # DataLoader workers of SCN training
+                 scn_weights:str=None): # trained SCN weights (`wsss-nb import spixelnet` output) loaded instead of training the SCN (scn_epochs then unused)
         super().__init__()
         if ipc_target not in ('image', 'saliency'): raise ConfigError(f"method_args.ipc_target must be 'image' or 'saliency', got {ipc_target!r}")
         if cell < 1: raise ConfigError(f"method_args.cell must be a positive integer, got {cell}")
@@ -491,6 +499,8 @@ class MSAMethod(WSSSMethod):
         self.scn_epochs, self.scn_lr, self.scn_batch_size, self.scn_crop = scn_epochs, scn_lr, scn_batch_size, scn_crop
         self.scn_pos_weight, self.scn_workers = scn_pos_weight, scn_workers
         self.scn_lab_scale, self.scn_crop_mode, self.scn_shuffle = scn_lab_scale, scn_crop_mode, scn_shuffle
+        self.scn_weights = None if scn_weights is None else str(scn_weights)
+        self._scn_state = None if scn_weights is None else load_scn_weights(scn_weights)   # checked now: before stage 01
         self.mult = math.lcm(16, self.cell)
         self.select_scores, self.best_epoch = {}, None
 
@@ -500,12 +510,13 @@ class MSAMethod(WSSSMethod):
         return MSANet(backbone, num_classes, cell=self.cell, beta=self.beta, gamma=self.gamma, freeze_bn=self.freeze_bn, init=self.init)
 
     def on_epoch_start(self, model:nn.Module, epoch:int, ctx:MethodContext):
-        "At the first epoch, train the SCN (or reload `scn.pt` from the stage folder) unless the model says it is trained; later, score the last epoch."
+        "At the first epoch, load `scn_weights` or train the SCN (or reload `scn.pt` from the stage folder) unless the model says it is trained; later, score the last epoch."
         super().on_epoch_start(model, epoch, ctx)
         if epoch > 0: self._select(model, epoch, ctx)
-        if bool(model.scn_trained) or self.scn_epochs <= 0: return
+        if bool(model.scn_trained) or (self.scn_epochs <= 0 and self._scn_state is None): return
         f = Path(ctx.out_dir)/'scn.pt' if ctx.out_dir is not None else None
-        if f is not None and f.is_file(): model.scn.load_state_dict(torch.load(f, map_location='cpu'))
+        if self._scn_state is not None: model.scn.load_state_dict(self._scn_state)   # imported weights: no SCN training
+        elif f is not None and f.is_file(): model.scn.load_state_dict(torch.load(f, map_location='cpu'))
         else:
             losses = train_scn(model.scn, ctx.dataset, self.scn_epochs, self.scn_lr, self.scn_batch_size, self.scn_crop,
                                self.scn_pos_weight, ctx.device, ctx.amp, self.scn_workers, ctx.seed, ctx.progress,
@@ -624,3 +635,23 @@ class MSAMethod(WSSSMethod):
                 up = F.interpolate(upfeat(logits.float(), Q, self.cell), size=(H, W), mode='bilinear', align_corners=False)
                 total = total + (up[0] + up[1].flip(-1) if ctx.flip else up[0])
         return F.relu(total[1:])
+
+# %% ../../nbs/14_msa.ipynb #01debc69
+def load_scn_weights(path, # a state dict of `SpixelNet`, e.g. written by `wsss-nb import spixelnet`
+                     key:str='method_args.scn_weights')->dict: # the config key, for errors
+    "Read SCN weights and check them against `SpixelNet` (every key, every shape); one `ConfigError` naming `key`, the file and the first key that does not fit."
+    from wsss_nb.backbones import load_state_dict_file
+    from wsss_nb.core import WSSSError
+    try: sd = load_state_dict_file(path)
+    except WSSSError as e: raise ConfigError(f"{key}={path}: {e}") from None
+    ref = SpixelNet().state_dict()
+    for k, v in sd.items():
+        if k not in ref:
+            raise ConfigError(f"{key}={path}: key {k!r} is not a key of wsss_nb.methods.msa.SpixelNet (a released SpixelNet1l_bn "
+                              f"checkpoint such as MSA's Q_model_final.pth is converted first: wsss-nb import spixelnet FILE CONFIG)")
+        if not isinstance(v, torch.Tensor) or v.shape != ref[k].shape:
+            raise ConfigError(f"{key}={path}: key {k!r} has shape {tuple(getattr(v, 'shape', ()))}, SpixelNet expects {tuple(ref[k].shape)}")
+    missing = [k for k in ref if k not in sd]
+    if missing: raise ConfigError(f"{key}={path}: {len(missing)} SpixelNet keys missing, the first {missing[0]!r}")
+    return sd
+

@@ -61,7 +61,7 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                                  resize=(resize, None)))
     sal = None if saliency_dir is None else (Path(saliency_dir) if Path(saliency_dir).is_absolute() else Path(data_root)/saliency_dir)
     inputs = input_fingerprints(Path(out_root)/'.hash_cache.json', pretrained=pretrained, saliency_dir=sal,
-                                **{f'method_args.{k}': v for k, v in method_args.items() if k in ('pretrained', 'weights', 'round0_weights')})
+                                **{f'method_args.{k}': v for k, v in method_args.items() if k in ('pretrained', 'weights', 'round0_weights', 'scn_weights')})
     if inputs: params['inputs'] = inputs    # content of the files read: a replaced weight file reruns the stage
     st = Stage(out_root, run, 'cls', params)
     if st.done: print(f"cls: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
