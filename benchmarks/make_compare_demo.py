@@ -22,6 +22,7 @@ def main(argv=None):
     ap.add_argument('--out-root', default='outputs', help='where the compare_<method> runs are (relative: to the project root)')
     ap.add_argument('--collect-only', action='store_true', help='do not run; collect the finished runs')
     ap.add_argument('--dest', default=DEMO_RECORD, help='the record to write')
+    ap.add_argument('--note', default='', help='a sentence kept in the record and shown in the lesson (e.g. the machine was shared)')
     a = ap.parse_args(argv)
     methods = a.methods or ['cam'] + [m for m in method_names() if m != 'cam']
     command = 'wsss-nb compare --methods ' + ' '.join(methods)
@@ -29,7 +30,7 @@ def main(argv=None):
         env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
         rc = subprocess.run([sys.executable, '-m', 'wsss_nb.cli', 'compare', '--methods', *methods, '--quiet'], cwd=ROOT, env=env).returncode
         if rc: print(f'[make_compare_demo] wsss-nb compare exited with {rc}; collecting the runs that finished', file=sys.stderr)
-    record = demo_record(methods, a.out_root, command)
+    record = demo_record(methods, a.out_root, command, note=a.note)
     dest = ROOT/a.dest
     save_json(record, dest)
     print(record_summary(record)); print(f'[make_compare_demo] wrote {dest}')

@@ -166,7 +166,8 @@ def demo_record(methods:list, # the methods the comparison was asked for, in its
                 out_root='outputs', # where the compare_<method> runs are
                 command:str='', # the command that made them
                 base_config='configs/demo.yaml', method_config_pattern:str='configs/demo_{method}.yaml',
-                run_prefix:str='compare', overrides:dict=None)->dict: # as given to `compare_methods`
+                run_prefix:str='compare', overrides:dict=None, # as given to `compare_methods`
+                note:str='')->dict: # anything the reader should know (e.g. the machine was shared)
     "The comparison's results with the settings they came from: every finished run whose `config.json` matches today's `comparison_configs`."
     cfgs = comparison_configs(methods, base_config, method_config_pattern, run_prefix, overrides)
     finished, rows, skipped = [], [], {}
@@ -184,7 +185,7 @@ def demo_record(methods:list, # the methods the comparison was asked for, in its
     for r in rows:
         if r.get('seg_gt_miou') is None: r['seg_gt_miou'] = bound   # trained once, in the first method's run
     import torch
-    return dict(command=command, date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+    return dict(command=command, note=note, date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                 machine=f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPU(s), torch {torch.__version__}",
                 base_config=str(base_config), method_config_pattern=method_config_pattern, run_prefix=run_prefix,
                 overrides=dict(overrides or {}), methods=list(cfgs), finished=finished, skipped=skipped,
@@ -202,5 +203,6 @@ def record_summary(record:dict)->str: # a record written by `demo_record`
     done, asked = record['finished'], record['methods']
     s = (f"Made with `{record['command']}` on {record['date']} ({record['machine']}), shared settings `{record['base_config']}`"
          + (f" with overrides {record['overrides']}" if record['overrides'] else '') + f": {len(done)} of {len(asked)} methods finished ({', '.join(done) or 'none'}).")
+    if record.get('note'): s += ' ' + record['note']
     if record['skipped']: s += ' Not in the table: ' + '; '.join(f"{m}: {why}" for m, why in record['skipped'].items()) + '.'
     return s

@@ -14,7 +14,7 @@ import yaml
 __all__ = ['NO_SPACE', 'STAGE_INPUT_HOOKS', 'WSSSError', 'ConfigError', 'DataError', 'Registry', 'check_keys', 'load_config',
            'seed_everything', 'configure_determinism', 'get_device', 'autocast', 'DiskFullError', 'no_space',
            'is_no_space', 'atomic_write', 'save_json', 'load_json', 'save_npz', 'save_torch', 'save_text',
-           'params_hash', 'run_dir', 'Stage', 'content_hash', 'input_fingerprints', 'stage_inputs', 'RunLock',
+           'params_hash', 'stage_inputs', 'run_dir', 'Stage', 'content_hash', 'input_fingerprints', 'RunLock',
            'poly_lr', 'PolyLR', 'project_root', 'resolve_path']
 
 # %% ../nbs/00_core.ipynb #740b5ba1
@@ -200,6 +200,15 @@ def params_hash(params:dict)->str: # JSON-serialisable mapping
     s = json.dumps(params, sort_keys=True, default=_json_default)
     return hashlib.sha256(s.encode()).hexdigest()[:16]
 
+STAGE_INPUT_HOOKS = []   # functions (params, cache) -> {name: content hash}; `wsss_nb.stages.common` adds the split lists'
+
+def stage_inputs(params:dict, # a stage's parameters (`dataset`, `data_root`, `split`, `saliency_dir`, ...)
+                 cache=None)->dict: # see `content_hash`
+    "The content hashes every registered hook finds for these parameters; `Stage` adds them to its fingerprint."
+    out = {}
+    for hook in STAGE_INPUT_HOOKS: out.update(hook(params, cache))
+    return out
+
 def run_dir(out_root, # Root of all runs, e.g. 'outputs'
             run:str, # Run name
             stage:str=None)->Path: # Optional stage name
@@ -316,15 +325,6 @@ def input_fingerprints(cache=None, # see `content_hash`
                        **paths)->dict: # name=path of every file/folder a stage reads (None and non-paths like 'imagenet' skipped)
     "{name: content hash} of the inputs that exist, for a stage's fingerprint: replacing a file behind the same path reruns the stage."
     return {k: content_hash(v, cache) for k, v in paths.items() if isinstance(v, (str, Path)) and Path(v).exists()}
-
-STAGE_INPUT_HOOKS = []   # functions (params, cache) -> {name: content hash}; `wsss_nb.stages.common` adds the split lists'
-
-def stage_inputs(params:dict, # a stage's parameters (`dataset`, `data_root`, `split`, `saliency_dir`, ...)
-                 cache=None)->dict: # see `content_hash`
-    "The content hashes every registered hook finds for these parameters; `Stage` adds them to its fingerprint."
-    out = {}
-    for hook in STAGE_INPUT_HOOKS: out.update(hook(params, cache))
-    return out
 
 # %% ../nbs/00_core.ipynb #1c02aa7f
 def _pid_alive(pid:int)->bool:
