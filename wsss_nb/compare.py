@@ -165,17 +165,19 @@ _SCALARS = (int, float, str, bool, type(None))
 def demo_record(methods:list, # the methods the comparison was asked for, in its order
                 out_root='outputs', # where the compare_<method> runs are
                 command:str='', # the command that made them
-                base_config='configs/demo.yaml', method_config_pattern:str='configs/demo_{method}.yaml',
-                run_prefix:str='compare', overrides:dict=None, # as given to `compare_methods`
+                base_config='configs/demo.yaml', # shared settings, as given to `compare_methods`
+                method_config_pattern:str='configs/demo_{method}.yaml', # each method's own config, as given to `compare_methods`
+                run_prefix:str='compare', # as given to `compare_methods`
+                overrides:dict=None, # as given to `compare_methods`
                 note:str='')->dict: # anything the reader should know (e.g. the machine was shared)
     "The comparison's results with the settings they came from: every finished run whose `config.json` matches today's `comparison_configs`."
     cfgs = comparison_configs(methods, base_config, method_config_pattern, run_prefix, overrides)
     finished, rows, skipped = [], [], {}
     for m, cfg in cfgs.items():
         run = run_dir(resolve_path(out_root), cfg['run'])
-        if not (run/'scores.json').is_file(): skipped[m] = 'no scores.json (the run did not finish)'; continue
+        if not (run/'scores.json').is_file(): skipped[m] = 'no scores.json (its run was not made or did not finish)'; continue
         used = load_json(run/'config.json')
-        if diff := [k for k in cfg if k not in PATH_CONFIG_KEYS and json.dumps(used.get(k)) != json.dumps(cfg[k])]:
+        if diff := [k for k in cfg if k not in PATH_CONFIG_KEYS and json.dumps(used.get(k), sort_keys=True) != json.dumps(cfg[k], sort_keys=True)]:
             skipped[m] = f"its run used other settings ({', '.join(diff[:4])})"; continue
         scores = load_json(run/'scores.json')
         row = {'method': m, **{k: v for k, v in scores.items() if isinstance(v, _SCALARS)},
@@ -195,7 +197,7 @@ def stale_demo_settings(record:dict)->dict: # a record written by `demo_record`
     "{method: why} for every method whose recorded settings are not today's (`comparison_configs` from the same configs)."
     now = comparison_configs(record['methods'], record['base_config'], record['method_config_pattern'], record['run_prefix'],
                              record['overrides'])
-    return {m: f"settings differ in {', '.join(k for k in sorted(set(c) | set(now[m])) if json.dumps(c.get(k)) != json.dumps(now[m].get(k)))}"
+    return {m: f"settings differ in {', '.join(k for k in sorted(set(c) | set(now[m])) if json.dumps(c.get(k), sort_keys=True) != json.dumps(now[m].get(k), sort_keys=True))}"
             for m, c in record['settings'].items() if params_hash(c) != params_hash(now[m])}
 
 def record_summary(record:dict)->str: # a record written by `demo_record`
