@@ -285,3 +285,30 @@ def test_mcis_largefov_init_checked_before_stage_01(tmp_path):
     torch.save(sd, tmp_path/'aspp.pth')
     try: check_weight_files({**params, 'seg_pretrained': str(tmp_path/'aspp.pth')}); raise AssertionError('no error')
     except ConfigError as e: assert 'seg_pretrained=' in str(e) and 'aspp.pth' in str(e), e
+
+# ---- devices checked before stage 01 (issue 20, point 6) ----
+@pytest.mark.parametrize('device, gpus, says', [
+    ('cuda', 0, "device='cuda' but CUDA is not available here"),
+    ('cuda:1', 0, "device='cuda:1' but CUDA is not available here"),
+    ('cuda:2', 2, "device='cuda:2' but this machine has 2 CUDA device(s) (cpu, cuda:0, cuda:1): pick an index below 2"),
+    ('gpu', 0, "device='gpu' is not a device (expected 'auto', 'cpu', 'cuda' or 'cuda:N'; this machine has: cpu)"),
+    ('cuda:x', 1, "device='cuda:x' is not a device"),
+])
+def test_device_checked_before_stage_01(device, gpus, says, tmp_path, capsys, monkeypatch):
+    "A device the machine does not have: one line naming the key, the value and what is there, before any stage runs."
+    import torch, wsss_nb.cli as cli
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: gpus)
+    ran = []; monkeypatch.setattr(cli, '_execute', lambda nb, *a, **k: ran.append(nb))
+    f = tmp_path/'c.yaml'; f.write_text(f'run: x\nout_root: {tmp_path/"out"}\n')
+    assert cli.main(['run', str(f), f'device={device}']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f'wsss-nb: error: {f}: ') and says in err[0], err
+    assert ran == [] and not (tmp_path/'out').exists()
+
+def test_good_devices_pass(monkeypatch):
+    import torch
+    from wsss_nb.cli import check_device
+    for d in ('auto', 'cpu'): check_device({'device': d})
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True); monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    for d in ('cuda', 'cuda:0', 'cuda:1'): check_device({'device': d})

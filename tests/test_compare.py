@@ -29,3 +29,45 @@ def test_compare_writes_table_and_figure(smoke_data, tmp_path):
 def test_compare_rejects_unknown_method(capsys):
     assert main(['compare', '--methods', 'cam', 'nosuchmethod']) == 2
     assert "Unknown method 'nosuchmethod'" in capsys.readouterr().err
+
+# ---- overrides merge as in `wsss-nb run`; the committed demo comparison is not stale (issues 18, 20) ----
+import json
+from wsss_nb.compare import DEMO_RECORD, comparison_configs, stale_demo_settings, table_markdown
+from wsss_nb.core import load_config, resolve_path
+
+def test_compare_overrides_merge_nested_dicts():
+    "`method_args.rounds=3` / `method_args={rounds: 3}` keep the method's other method_args; `method_args:=` replaces them."
+    own = load_config(resolve_path('configs/demo_sccam.yaml'))['method_args']
+    for ov in ({'method_args.rounds': 3}, {'method_args': {'rounds': 3}}):
+        assert comparison_configs(['sccam'], overrides=ov)['sccam']['method_args'] == {**own, 'rounds': 3}
+    assert comparison_configs(['sccam'], overrides={'method_args:': {'rounds': 1}})['sccam']['method_args'] == {'rounds': 1}
+    c = comparison_configs(['cam', 'sccam'], overrides={'seg_iters': 7})
+    assert c['cam']['seg_iters'] == c['sccam']['seg_iters'] == 7 and c['cam']['train_gt_bound'] and not c['sccam']['train_gt_bound']
+
+def test_compare_cli_passes_overrides_to_the_merge(monkeypatch, tmp_path):
+    "The command line's `key.sub=value` reaches the comparison as a nested entry (checked against the valid keys first)."
+    import wsss_nb.cli as cli
+    seen = {}
+    monkeypatch.setattr(cli, '_execute', lambda nb, out_dir, params, log: seen.update(params))
+    monkeypatch.setattr(cli, 'run_dir', lambda *a: tmp_path)
+    (tmp_path/'compare.md').write_text('| table |\n')
+    assert cli.main(['compare', 'method_args.rounds=3', '--methods', 'sccam', '--quiet']) == 0
+    assert seen['overrides'] == {'method_args.rounds': 3}
+    assert cli.main(['compare', 'method_arg.rounds=3', '--methods', 'sccam', '--quiet']) == 2   # a typo of the key
+
+def test_committed_demo_comparison_matches_the_configs():
+    "nbs/data/compare_demo.json holds scores and the settings they came from; they must be today's demo settings."
+    rec = json.loads(resolve_path(DEMO_RECORD).read_text())
+    assert rec['finished'] and rec['finished'][0] == 'cam' and [r['method'] for r in rec['rows']] == rec['finished']
+    assert set(rec['finished']) | set(rec['skipped']) == set(rec['methods'])
+    assert stale_demo_settings(rec) == {}, ("the demo configs changed since nbs/data/compare_demo.json was made: "
+                                             "rerun python benchmarks/make_compare_demo.py")
+    for r in rec['rows']:
+        assert all(0 <= r[k] <= 1 for k in ('cam_miou', 'pseudo_miou_after_refine', 'seg_miou', 'seg_gt_miou'))
+    assert table_markdown(rec['rows']).count('\n') == 2 + len(rec['rows'])
+
+def test_stale_demo_settings_sees_a_changed_config():
+    rec = json.loads(resolve_path(DEMO_RECORD).read_text())
+    m = rec['finished'][0]
+    rec['settings'][m] = {**rec['settings'][m], 'seg_iters': rec['settings'][m]['seg_iters'] + 1}
+    assert 'seg_iters' in stale_demo_settings(rec)[m]

@@ -12,7 +12,7 @@ the two runs are comparable (documented in nbs/18_distributed.ipynb):
   so every step sees the same images; the DeepLab-v2 loss divides by the global count of valid pixels.
 CAMs and pseudo-labels are compared against a single-process run on the *same* classifier (the 2-rank one), so the
 files must match to float16 rounding (CAMs and, through them, the labels and scores)."""
-import json, os, shutil, subprocess, sys
+import json, os, re, shutil, subprocess, sys
 import numpy as np
 import pytest
 import torch
@@ -152,3 +152,31 @@ def test_sharded_cams_and_pseudo_labels_match_one_rank(runs):
     c1, c2 = (json.loads((r/'cams'/'scores.json').read_text())['best_miou'] for r in (ref, two))
     assert c1 == pytest.approx(c2, abs=1e-4)
 
+
+# ---- the torchrun runner makes the checks of `wsss-nb run` before any stage (issue 20, point 6) ----
+def test_runner_checks_before_any_stage(tmp_path, monkeypatch):
+    "run_stages: a wrong type, device, weight file or split fails at once, naming the key, and no stage function is called."
+    import wsss_nb.distributed as D
+    from wsss_nb.core import ConfigError
+    called = []
+    for name in ('prepare_data', 'train_classifier', 'make_cams', 'make_pseudo_labels', 'train_segmentation', 'evaluate'):
+        monkeypatch.setattr(D, name, lambda *a, _n=name, **k: called.append(_n))
+    base = dict(run='x', out_root=str(tmp_path/'out'), device='cpu')
+    for bad, says in ((dict(seg_iters='abc'), "seg_iters='abc'"), (dict(device='cuda:3'), "device='cuda:3'"),
+                      (dict(pretrained=str(tmp_path/'none.pth')), 'pretrained='), (dict(cls_epoch=2), 'cls_epoch'),
+                      (dict(data_root=str(tmp_path/'nodata'), make_data=False), 'data_root=')):
+        with pytest.raises(ConfigError, match=re.escape(says)): D.run_stages({**base, **bad}, where='c.yaml')
+    assert called == []
+
+def test_runner_prints_one_line_on_rank_0_only(tmp_path, capsys, monkeypatch):
+    "`python -m wsss_nb.distributed run` with a bad value: exit 2, one line from rank 0, nothing from the other ranks (RANK as torchrun sets it)."
+    import wsss_nb.distributed as D
+    f = tmp_path/'c.yaml'; f.write_text(f'run: x\nout_root: {tmp_path/"out"}\ncls_lr: -1\n')
+    outs = {}
+    for rank in ('0', '1'):
+        monkeypatch.setenv('RANK', rank)
+        outs[rank] = (D.main(['run', str(f), '--stages', 'cls']), capsys.readouterr().err.strip().splitlines())
+    assert outs['0'][0] == outs['1'][0] == 2
+    assert outs['0'][1] == [f"wsss_nb.distributed: error: {f}: wrong value(s): cls_lr=-1 (expected > 0)"], outs['0']
+    assert outs['1'][1] == []
+    assert not (tmp_path/'out').exists()

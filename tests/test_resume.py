@@ -107,3 +107,108 @@ def test_killed_training_resumes_exactly(stage, folder, killed_at, smoke_data, t
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
     h1, h2 = (json.loads((d/'r'/folder/'history.json').read_text()) for d in (tmp_path/'ref', tmp_path/'cut'))
     assert h1 == h2
+
+# ---- inputs by content: split lists and imported artifacts (issue 20, point 4) ----
+import shutil
+
+def _ran(capsys, name)->bool:
+    "True if stage `name` did work (it did not print 'already done')."
+    return f'{name}: already done' not in capsys.readouterr().out
+
+def test_split_list_content_reruns_the_stages_that_read_it(smoke_data, tmp_path, capsys):
+    "Editing a split list behind the same path reruns every stage that reads it (and after it); another split's list does not."
+    data = tmp_path/'ds'; shutil.copytree(smoke_data, data)
+    out, splits = tmp_path/'out', data/'ImageSets'/'Segmentation'
+    kw = dict(out_root=out, data_root=data, **COMMON)
+    def both():
+        S.train_classifier(epochs=1, batch_size=8, crop_size=48, pretrained=None, **kw); cls = _ran(capsys, 'cls')
+        S.make_cams(scales=[1.0], **kw); return cls, _ran(capsys, 'cams')
+    assert both() == (True, True)
+    assert both() == (False, False)                               # unchanged: skipped
+    (splits/'val.txt').write_text('\n'.join((splits/'val.txt').read_text().split()[:-1]) + '\n')   # the val list: not read here
+    assert both() == (False, False)
+    ids = (splits/'train.txt').read_text().split()
+    (splits/'train.txt').write_text('\n'.join(ids[:-1]) + '\n')   # one id fewer, same path
+    assert both() == (True, True)
+    assert len(list((out/'r'/'cams').glob('*.npz'))) == len(ids) - 1
+    assert both() == (False, False)
+
+def test_cam_stage_reads_its_split_list_by_content(smoke_data, tmp_path, capsys):
+    "The CAM stage alone (a classifier trained on another split): its own split list's content is in its fingerprint."
+    data = tmp_path/'ds'; shutil.copytree(smoke_data, data)
+    splits = data/'ImageSets'/'Segmentation'
+    (splits/'few.txt').write_text('\n'.join((splits/'train.txt').read_text().split()[:3]) + '\n')
+    kw = dict(out_root=tmp_path/'out', data_root=data, **COMMON)
+    S.train_classifier(epochs=1, batch_size=8, crop_size=48, pretrained=None, **kw); capsys.readouterr()
+    S.make_cams(scales=[1.0], split='few', **kw); assert _ran(capsys, 'cams')
+    S.make_cams(scales=[1.0], split='few', **kw); assert not _ran(capsys, 'cams')
+    (splits/'few.txt').write_text('\n'.join((splits/'train.txt').read_text().split()[:2]) + '\n')
+    S.make_cams(scales=[1.0], split='few', **kw); assert _ran(capsys, 'cams')
+
+def test_reimported_artifact_with_new_content_reruns_downstream(smoke_data, tmp_path, capsys):
+    "An imported CAM folder enters the fingerprint by content: re-importing changed maps reruns pseudo-labels; the same maps do not."
+    import numpy as np
+    from wsss_nb.data import get_dataset, save_mask
+    from wsss_nb.importers import import_cams
+    ds = get_dataset('synthetic', smoke_data, 'train')
+    cfg = dict(run='voc', out_root=str(tmp_path/'out'), dataset='synthetic', data_root=str(smoke_data), train_split='train')
+    def write(seed):
+        rng = np.random.default_rng(seed)
+        for i in ds.ids:
+            H, W = ds.load_raw(i)[0].shape[:2]
+            for c in np.flatnonzero(ds.labels[i]): save_mask((rng.random((H, W))*255).astype(np.uint8), tmp_path/'cams'/f'{i}_{c}.png')
+    def pseudo():
+        S.make_pseudo_labels('voc_released', cfg['out_root'], 'synthetic', str(smoke_data), refiner='none', bg_threshold=0.3, progress=False)
+        return _ran(capsys, 'pseudo')
+    write(0); import_cams(tmp_path/'cams', 'png', cfg); capsys.readouterr()
+    assert pseudo()
+    import_cams(tmp_path/'cams', 'png', cfg); capsys.readouterr()
+    assert not pseudo()                                          # same content: downstream stays done
+    write(1); import_cams(tmp_path/'cams', 'png', cfg); capsys.readouterr()
+    assert pseudo()                                              # new maps behind the same path
+
+# ---- scores.json / report.md only for a complete run (issue 20, point 9) ----
+def _fake_stages(monkeypatch, fail_at=None):
+    "Replace papermill by stand-ins: each stage writes its _done.json from its parameters; 05_evaluate writes the results."
+    import wsss_nb.cli as cli
+    from wsss_nb.core import save_json, save_text, run_dir
+    names = {'01_train_cls': 'cls', '02_make_cams': 'cams', '03_make_pseudo': 'pseudo', '04_train_seg': 'seg_pseudo', '05_evaluate': 'eval'}
+    def execute(nb, out_dir, params, log_output):
+        out = run_dir(params['out_root'], params['run'])
+        if nb == fail_at: raise cli.StageFailed(nb, 'WSSSError', 'injected failure')
+        rec = out/names[nb]/'_done.json'
+        new = json.dumps(dict(epochs=params['cls_epochs'], stage=nb, labels=params.get('seg_labels')))
+        if not rec.is_file() or rec.read_text() != new: rec.parent.mkdir(parents=True, exist_ok=True); rec.write_text(new)
+        if nb == '05_evaluate':
+            save_json(dict(cam_miou=params['cls_epochs']/10), out/'scores.json'); save_text(f"epochs {params['cls_epochs']}", out/'report.md')
+    monkeypatch.setattr(cli, '_execute', execute)
+
+def test_interrupted_rerun_leaves_no_stale_scores(tmp_path, monkeypatch):
+    "Finished run, then a changed parameter and a failure before evaluation: no scores.json/report.md of the old result; a complete rerun writes them."
+    import wsss_nb.cli as cli
+    f = tmp_path/'c.yaml'; out = tmp_path/'out'/'x'
+    def run(epochs, fail_at=None, stages=None):
+        f.write_text(f'run: x\nout_root: {tmp_path/"out"}\ncls_epochs: {epochs}\ntrain_gt_bound: false\n')
+        _fake_stages(monkeypatch, fail_at)
+        return cli.main(['run', str(f), '--quiet'] + (['--stages', *stages] if stages else []))
+    assert run(1) == 0 and load_json(out/'scores.json') == {'cam_miou': 0.1}
+    assert run(2, fail_at='03_make_pseudo') == 2                  # cls and cams redone, then interrupted
+    assert not (out/'scores.json').exists() and not (out/'report.md').exists()
+    assert not list(out.glob('.*.prev'))
+    assert run(2) == 0 and load_json(out/'scores.json') == {'cam_miou': 0.2} and (out/'report.md').read_text() == 'epochs 2'
+    assert run(2, stages=['01_train_cls']) == 0                   # nothing changed: the results stay
+    assert load_json(out/'scores.json') == {'cam_miou': 0.2}
+    assert run(3, stages=['01_train_cls']) == 0                   # the classifier changed, no evaluation: results gone
+    assert not (out/'scores.json').exists() and not (out/'report.md').exists()
+
+def test_killed_rerun_leaves_no_stale_scores(tmp_path, monkeypatch):
+    "kill -9 while stages run (no cleanup at all): the old results are under hidden names only, and the next run drops them."
+    import wsss_nb.cli as cli
+    f = tmp_path/'c.yaml'; f.write_text(f'run: x\nout_root: {tmp_path/"out"}\ntrain_gt_bound: false\n')
+    out = tmp_path/'out'/'x'
+    _fake_stages(monkeypatch); assert cli.main(['run', str(f), '--quiet']) == 0
+    aside = cli._set_results_aside(out)                            # what run_pipeline does before the stages ...
+    assert set(aside) == {'scores.json', 'report.md'} and not (out/'scores.json').exists()   # ... and a kill stops it here
+    f.write_text(f'run: x\nout_root: {tmp_path/"out"}\ntrain_gt_bound: false\ncls_epochs: 5\n')
+    _fake_stages(monkeypatch, fail_at='02_make_cams'); assert cli.main(['run', str(f), '--quiet']) == 2
+    assert not (out/'scores.json').exists() and not list(out.glob('.*.prev'))

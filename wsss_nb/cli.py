@@ -7,17 +7,18 @@ from __future__ import annotations
 import argparse, ast, json, os, sys, time
 import wsss_nb
 from pathlib import Path
-from .core import ConfigError, WSSSError, RunLock, check_keys, load_config, run_dir, save_json
+from .core import ConfigError, WSSSError, DiskFullError, RunLock, check_keys, is_no_space, load_config, no_space, run_dir, save_json
 from .cam import method_names, methods
 from .core import project_root
 from .stages import STAGES
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'TRAIN_STAGES', 'TYPE_EXCEPTIONS',
-           'POSITIVE', 'NON_NEGATIVE', 'POSITIVE_LISTS', 'DEMO_CONFIG', 'OVERRIDE_HELP', 'pipelines_dir',
-           'notebook_params', 'valid_keys', 'StageFailed', 'check_components', 'check_weight_files', 'run_pipeline',
-           'check_data_inputs', 'check_types', 'methods_table', 'format_scores', 'list_components', 'parse_override',
-           'apply_overrides', 'run_compare', 'main']
+__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'RESULT_FILES', 'TRAIN_STAGES',
+           'TYPE_EXCEPTIONS', 'POSITIVE', 'NON_NEGATIVE', 'POSITIVE_LISTS', 'DEMO_CONFIG', 'OVERRIDE_HELP',
+           'pipelines_dir', 'notebook_params', 'valid_keys', 'StageFailed', 'check_components', 'check_weight_files',
+           'check_device', 'preflight', 'run_pipeline', 'check_data_inputs', 'check_types', 'methods_table',
+           'format_scores', 'list_components', 'parse_override', 'merge_overrides', 'apply_overrides', 'run_compare',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
@@ -67,7 +68,7 @@ def _resolve_paths(cfg:dict)->dict:
 
 class StageFailed(WSSSError):
     "A pipeline notebook failed: one line for the user (`stage failed: message (notebook: path)`), the traceback kept."
-    LIBRARY_ERRORS = ('WSSSError', 'ConfigError', 'DataError', 'StageFailed')   # their message is already the whole story
+    LIBRARY_ERRORS = ('WSSSError', 'ConfigError', 'DataError', 'StageFailed', 'DiskFullError')   # their message is already the whole story
     def __init__(self, stage:str, # pipeline notebook that failed, e.g. '04_train_seg'
                  ename:str, # exception class name raised in the notebook
                  evalue:str, # its message
@@ -96,7 +97,10 @@ def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
         if partial.exists(): os.replace(partial, failed)
         raise StageFailed(nb, e.ename, e.evalue, failed if failed.exists() else None,
                           _strip_ansi('\n'.join(e.traceback))) from None
-    except Exception:
+    except Exception as e:
+        if is_no_space(e):   # papermill could not save the executed notebook: drop the truncated copy, keep the older ones
+            partial.unlink(missing_ok=True)
+            raise StageFailed(nb, 'DiskFullError', str(no_space(partial, f'the executed notebook {final.name}'))) from None
         if partial.exists(): os.replace(partial, out_dir/f'{nb}.failed.ipynb')
         raise
     os.replace(partial, final)
@@ -154,28 +158,80 @@ def check_weight_files(params:dict, # full pipeline parameters (paths resolved)
                 raise ConfigError(f"{where}: {group}.{k}={v}: weight file not found; convert or download it first "
                                   f"(the method's notebook says how), or set {group}.{k} to another file")
 
-def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_keys`)
-                 stages:list=None, # Subset of STAGE_NOTEBOOKS to run (default: all)
-                 log_output:bool=False, # Stream the notebooks' output (progress bars) to the terminal
-                 where:str='config')->dict: # Name of the config source, for errors
-    "Run the pipeline notebooks with papermill; returns the run's `scores.json` content."
+def check_device(params:dict, # pipeline parameters (`device`)
+                 where:str='config'): # name of the config source, for errors
+    "Before stage 01: `device` is 'auto', 'cpu', 'cuda' or 'cuda:N' with CUDA present and N below the device count."
+    import torch
+    v = params.get('device', 'auto')
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    have = ', '.join(['cpu'] + [f'cuda:{i}' for i in range(n)])
+    if v == 'auto': return
+    try: dev = torch.device(v) if isinstance(v, str) else None
+    except (RuntimeError, ValueError, TypeError): dev = None
+    if dev is None or dev.type not in ('cpu', 'cuda'):
+        raise ConfigError(f"{where}: device={v!r} is not a device (expected 'auto', 'cpu', 'cuda' or 'cuda:N'; this machine has: {have})")
+    if dev.type == 'cuda' and n == 0:
+        raise ConfigError(f"{where}: device={v!r} but CUDA is not available here (torch {torch.__version__}, "
+                          f"{'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}; this machine has: {have}): "
+                          f"set device=auto or device=cpu")
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= n:
+        raise ConfigError(f"{where}: device={v!r} but this machine has {n} CUDA device(s) ({have}): pick an index below {n}")
+
+def preflight(cfg:dict, # Flat mapping of pipeline parameters (see `valid_keys`)
+              stages:list=None, # the stage notebooks that will run (default: all)
+              where:str='config')->dict: # Name of the config source, for errors
+    "Every check that can run before stage 01 (keys, types, components, weight files, split files, saliency, device); returns the full parameters."
     check_keys(cfg, valid_keys(), where=where)
     stages = stages or STAGE_NOTEBOOKS
     check_keys({s: 1 for s in stages}, STAGE_NOTEBOOKS, where='stages')
     params = {**notebook_params('00_run_all'), **_resolve_paths(cfg)}
     check_types(cfg, _all_defaults(), where=where)   # types and ranges, before any stage
+    check_device(params, where=where)
     check_components(params, where=where)
     check_weight_files(params, where=where)   # before any stage: a typo should not cost the classifier's training
     check_data_inputs(params, stages, where=where)   # split files and the saliency maps the method / refiner read
+    return params
+
+RESULT_FILES = ('scores.json', 'report.md')   # written by 05_evaluate, last, only when every stage before it is done
+
+def _stage_records(out:Path)->dict:
+    "{stage folder: its `_done.json` bytes}: what a run changed, compared before and after."
+    return {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.glob('*/_done.json'))}
+
+def _set_results_aside(out:Path)->dict:
+    "Move the run's `scores.json` / `report.md` to hidden names while stages run, so an interrupted rerun leaves none that claim an old result."
+    aside = {}
+    for name in RESULT_FILES:
+        (out/f'.{name}.prev').unlink(missing_ok=True)   # left by a killed run: its stages may have changed since
+        if (f := out/name).is_file(): os.replace(f, out/f'.{name}.prev'); aside[name] = out/f'.{name}.prev'
+    return aside
+
+def _settle_results(out:Path, aside:dict, before:dict):
+    "After the stages: keep what 05_evaluate wrote; put the old results back only if no stage changed; else drop them."
+    unchanged = _stage_records(out) == before
+    for name, prev in aside.items():
+        if unchanged and not (out/name).exists(): os.replace(prev, out/name)
+        else: prev.unlink(missing_ok=True)
+
+def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_keys`)
+                 stages:list=None, # Subset of STAGE_NOTEBOOKS to run (default: all)
+                 log_output:bool=False, # Stream the notebooks' output (progress bars) to the terminal
+                 where:str='config')->dict: # Name of the config source, for errors
+    "Run the pipeline notebooks with papermill; returns the run's `scores.json` content."
+    stages = stages or STAGE_NOTEBOOKS
+    params = preflight(cfg, stages, where)
     out = run_dir(params['out_root'], params['run'])
     nb_dir = out/'notebooks'
     with RunLock(out):   # a second run on this folder fails now, naming this process
         save_json(params, out/'config.json')
-        for nb in stages:
-            if nb == '04_train_seg':
-                _execute(nb, nb_dir, {**params, 'seg_labels': 'pseudo'}, log_output)
-                if params.get('train_gt_bound'): _execute('04_train_seg', nb_dir/'gt_bound', {**params, 'seg_labels': 'gt'}, log_output)
-            else: _execute(nb, nb_dir, params, log_output)
+        before, aside = _stage_records(out), _set_results_aside(out)
+        try:
+            for nb in stages:
+                if nb == '04_train_seg':
+                    _execute(nb, nb_dir, {**params, 'seg_labels': 'pseudo'}, log_output)
+                    if params.get('train_gt_bound'): _execute('04_train_seg', nb_dir/'gt_bound', {**params, 'seg_labels': 'gt'}, log_output)
+                else: _execute(nb, nb_dir, params, log_output)
+        finally: _settle_results(out, aside, before)
     f = out/'scores.json'
     return json.loads(f.read_text()) if f.is_file() else {}
 
@@ -305,20 +361,25 @@ def parse_override(s:str):
     k, v = s.split('=', 1)
     return k.strip(), yaml.safe_load(v)
 
-def apply_overrides(cfg:dict, # the config (not modified)
-                    overrides:list)->dict: # 'key=value' strings, see below
-    "The config with command-line overrides applied: `key=value`; `key.sub=value` sets one entry of a nested dict;\n    a dict value is merged into the config's dict (`method_args={rounds: 2}` keeps the other keys); `key:=value` replaces it whole."
+def merge_overrides(cfg:dict, # the config (not modified)
+                    overrides)->dict: # {key: value} or (key, value) pairs, keys as in `apply_overrides`
+    "The config with parsed overrides merged: `key.sub` sets one entry of a nested dict, a dict value merges into the config's dict, `key:` replaces."
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
-    for o in overrides:
-        k, v = parse_override(o)
+    for k, v in (overrides.items() if isinstance(overrides, dict) else overrides):
+        k = k.strip()
         if k.endswith(':'): out[k[:-1].strip()] = v; continue          # explicit replacement
         if '.' in k:
             top, sub = k.split('.', 1)
-            if not isinstance(out.get(top) or {}, dict): raise ConfigError(f"Override {o!r}: {top} is {out[top]!r}, not a mapping")
+            if not isinstance(out.get(top) or {}, dict): raise ConfigError(f"Override {k}={v!r}: {top} is {out[top]!r}, not a mapping")
             out[top] = {**(out.get(top) or {}), sub: v}
         elif isinstance(v, dict) and isinstance(out.get(k), dict): out[k] = {**out[k], **v}
         else: out[k] = v
     return out
+
+def apply_overrides(cfg:dict, # the config (not modified)
+                    overrides:list)->dict: # 'key=value' strings, see below
+    "The config with command-line overrides applied: `key=value`; `key.sub=value` sets one entry of a nested dict;\n    a dict value is merged into the config's dict (`method_args={rounds: 2}` keeps the other keys); `key:=value` replaces it whole."
+    return merge_overrides(cfg, [parse_override(o) for o in overrides])
 
 OVERRIDE_HELP = ("overrides: key=value (value read as YAML); key.sub=value sets one entry of a nested mapping "
                  "(method_args, refiner_args, ...); key={a: 1} merges into the config's mapping; key:={a: 1} replaces it")
@@ -344,7 +405,7 @@ def run_compare(methods:list=None, # method names (default: every registered met
         params['methods'] = list(methods)
     if base_config: params['base_config'] = str(Path(base_config).expanduser().resolve())
     base = load_config(params.get('base_config') or (project_root() or pipelines_dir().parent.parent)/DEMO_CONFIG)
-    cfg = {**base, **params['overrides']}
+    cfg = merge_overrides(base, params['overrides'])   # the same merge as `run` (compare applies it to every method's config)
     check_keys(cfg, valid_keys(), where=str(params.get('base_config', DEMO_CONFIG)))
     out_root = Path(cfg.get('out_root', 'outputs'))
     out_root = out_root if out_root.is_absolute() else (project_root() or Path.cwd())/out_root
@@ -406,8 +467,13 @@ def main(argv=None):
     except StageFailed as e:   # one line; the traceback stays in the executed notebook (and on screen with --verbose)
         if getattr(a, 'verbose', False) and e.traceback: print(e.traceback, file=sys.stderr)
         print(f"wsss-nb: {e}", file=sys.stderr); return 2
+    except DiskFullError as e:   # before or between stages (config.json, the lock): one line
+        print(f"wsss-nb: {e}", file=sys.stderr); return 2
     except WSSSError as e:
         print(f"wsss-nb: error: {e}", file=sys.stderr); return 2
+    except OSError as e:
+        if not is_no_space(e): raise
+        print(f"wsss-nb: {no_space(Path(e.filename or '.') if e.filename else Path.cwd()/'?')}", file=sys.stderr); return 2
     return 0
 
 # %% ../nbs/10_cli.ipynb #10b283e2

@@ -4,18 +4,19 @@
 
 # %% ../nbs/19_compare.ipynb #2a969eb4
 from __future__ import annotations
-import csv, io, time
+import csv, datetime, io, json, platform, time
 from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt
-from .core import ConfigError, DataError, load_config, load_json, project_root, resolve_path, run_dir, save_text
+from .core import ConfigError, DataError, load_config, load_json, params_hash, project_root, resolve_path, run_dir, save_json, save_text
 from .cam import load_cams, method_names, methods as method_registry
 from .data import get_dataset
 from . import viz
 
 # %% auto #0
-__all__ = ['METHOD_KEYS', 'COLUMNS', 'method_config', 'load_method_config', 'comparison_rows', 'table_markdown', 'table_csv',
-           'maps_figure', 'compare_methods']
+__all__ = ['METHOD_KEYS', 'COLUMNS', 'PATH_CONFIG_KEYS', 'DEMO_RECORD', 'method_config', 'load_method_config', 'comparison_rows',
+           'table_markdown', 'table_csv', 'maps_figure', 'comparison_configs', 'compare_methods', 'demo_record',
+           'stale_demo_settings', 'record_summary']
 
 # %% ../nbs/19_compare.ipynb #0f152eac
 METHOD_KEYS = frozenset({
@@ -99,38 +100,111 @@ def maps_figure(out_root, # root of the runs
     return fig
 
 # %% ../nbs/19_compare.ipynb #70f21653
+PATH_CONFIG_KEYS = ('out_root', 'data_root')   # resolved against the project root when a run starts
+_PATH_DEFAULTS = dict(out_root='outputs', data_root='data/synthetic')
+
+def comparison_configs(methods:list=None, # method names (None: every registered method)
+                       base_config='configs/demo.yaml', # shared settings: a YAML path or a dict
+                       method_config_pattern:str='configs/demo_{method}.yaml', # each method's own config (optional file)
+                       run_prefix:str='compare', # runs go to out_root/<run_prefix>_<method>/
+                       overrides:dict=None, # merged into every run's config after the method's keys, as `wsss-nb run` merges them
+                       gt_bound:bool=True)->dict: # train the fully supervised bound (once, with the first method)
+    """{method: the config its comparison run gets}, paths as written (relative to the project root); nothing runs.
+    Overrides merge like `wsss-nb run`'s (`wsss_nb.cli.merge_overrides`): `method_args.rounds=2` or `method_args={rounds: 2}`
+    keep the method's other `method_args`; `method_args:` replaces the whole mapping."""
+    from wsss_nb.cli import merge_overrides
+    methods = method_names() if methods is None else list(methods)
+    if not methods: raise ConfigError("compare needs at least one method")
+    for m in methods: method_registry.get(m)   # an unknown name fails here, listing the valid ones, before any run
+    overrides = dict(overrides or {})
+    base = merge_overrides(dict(load_config(resolve_path(base_config)) if isinstance(base_config, (str, Path)) else base_config), overrides)
+    for k in PATH_CONFIG_KEYS: base.setdefault(k, _PATH_DEFAULTS[k])
+    out = {}
+    for n, method in enumerate(methods):
+        own = load_method_config(method, str(resolve_path(method_config_pattern.format(method=method))))
+        cfg = merge_overrides(method_config(base, own, method), {k: v for k, v in overrides.items() if k not in PATH_CONFIG_KEYS})
+        cfg['run'] = f'{run_prefix}_{method}'
+        cfg['train_gt_bound'] = gt_bound and n == 0
+        out[method] = cfg
+    return out
+
 def compare_methods(methods:list=None, # method names (None: every registered method, `wsss_nb.cam.method_names()`)
                     base_config='configs/demo.yaml', # shared settings: a YAML path or a dict
                     method_config_pattern:str='configs/demo_{method}.yaml', # each method's own config (optional file)
                     run_prefix:str='compare', # runs go to out_root/<run_prefix>_<method>/
-                    overrides:dict=None, # applied to every run, after the method's keys (e.g. smoke sizes)
+                    overrides:dict=None, # merged into every run, after the method's keys (e.g. smoke sizes), see `comparison_configs`
                     gt_bound:bool=True, # train the fully supervised bound (once, with the first method)
                     n_images:int=4, # rows of the maps figure
                     log_output:bool=False)->dict: # stream the notebooks' output
     "Run the pipeline for every method with the same shared settings; write `compare.md`, `compare.csv` and `compare_maps.png`."
     from wsss_nb.cli import run_pipeline
-    methods = method_names() if methods is None else list(methods)
-    if not methods: raise ConfigError("compare needs at least one method")
-    for m in methods: method_registry.get(m)   # an unknown name fails here, listing the valid ones, before any run
+    cfgs = comparison_configs(methods, base_config, method_config_pattern, run_prefix, overrides, gt_bound)
     # relative paths (configs, data, outputs) are taken from the project root, whatever the cwd (papermill runs in nbs/pipelines)
-    base = dict(load_config(resolve_path(base_config)) if isinstance(base_config, (str, Path)) else base_config)
-    overrides = dict(overrides or {})
-    base.update(overrides)
-    for k in ('out_root', 'data_root'): base[k] = str(resolve_path(base.get(k, {'out_root': 'outputs', 'data_root': 'data/synthetic'}[k])))
     runs, wall = {}, {}
-    for n, method in enumerate(methods):
-        own = load_method_config(method, str(resolve_path(method_config_pattern.format(method=method))))
-        cfg = {**method_config(base, own, method), **{k: v for k, v in overrides.items() if k not in ('out_root', 'data_root')}}
-        cfg['run'] = runs[method] = f'{run_prefix}_{method}'
-        cfg['train_gt_bound'] = gt_bound and n == 0
+    for method, cfg in cfgs.items():
+        cfg = {**cfg, **{k: str(resolve_path(cfg[k])) for k in PATH_CONFIG_KEYS}}
+        runs[method] = cfg['run']
         t0 = time.time()
         run_pipeline(cfg, log_output=log_output, where=f'compare[{method}]')
         wall[method] = time.time() - t0
         print(f"[compare] {method}: {wall[method]:.0f}s", flush=True)
-    rows = comparison_rows(base['out_root'], runs)
+    first = next(iter(cfgs.values()))
+    out_root, data_root = (str(resolve_path(first[k])) for k in PATH_CONFIG_KEYS)
+    rows = comparison_rows(out_root, runs)
     for r in rows: r['pipeline_time_s'] = wall[r['method']]
-    dest = run_dir(base['out_root'], run_prefix)
+    dest = run_dir(out_root, run_prefix)
     save_text(table_markdown(rows), dest/'compare.md'); save_text(table_csv(rows), dest/'compare.csv')
-    viz.save_figure(maps_figure(base['out_root'], runs, base.get('dataset', 'synthetic'), base['data_root'],
-                                base.get('train_split', 'train'), n_images), dest/'compare_maps.png')
-    return dict(rows=rows, folder=dest, methods=methods)
+    viz.save_figure(maps_figure(out_root, runs, first.get('dataset', 'synthetic'), data_root,
+                                first.get('train_split', 'train'), n_images), dest/'compare_maps.png')
+    return dict(rows=rows, folder=dest, methods=list(cfgs))
+
+# %% ../nbs/19_compare.ipynb #f0a1b2c3
+DEMO_RECORD = 'nbs/data/compare_demo.json'   # the committed result of `benchmarks/make_compare_demo.py`
+_SCALARS = (int, float, str, bool, type(None))
+
+def demo_record(methods:list, # the methods the comparison was asked for, in its order
+                out_root='outputs', # where the compare_<method> runs are
+                command:str='', # the command that made them
+                base_config='configs/demo.yaml', # shared settings, as given to `compare_methods`
+                method_config_pattern:str='configs/demo_{method}.yaml', # each method's own config, as given to `compare_methods`
+                run_prefix:str='compare', # as given to `compare_methods`
+                overrides:dict=None, # as given to `compare_methods`
+                note:str='')->dict: # anything the reader should know (e.g. the machine was shared)
+    "The comparison's results with the settings they came from: every finished run whose `config.json` matches today's `comparison_configs`."
+    cfgs = comparison_configs(methods, base_config, method_config_pattern, run_prefix, overrides)
+    finished, rows, skipped = [], [], {}
+    for m, cfg in cfgs.items():
+        run = run_dir(resolve_path(out_root), cfg['run'])
+        if not (run/'scores.json').is_file(): skipped[m] = 'no scores.json (its run was not made or did not finish)'; continue
+        used = load_json(run/'config.json')
+        if diff := [k for k in cfg if k not in PATH_CONFIG_KEYS and json.dumps(used.get(k), sort_keys=True) != json.dumps(cfg[k], sort_keys=True)]:
+            skipped[m] = f"its run used other settings ({', '.join(diff[:4])})"; continue
+        scores = load_json(run/'scores.json')
+        row = {'method': m, **{k: v for k, v in scores.items() if isinstance(v, _SCALARS)},
+               'pipeline_time_s': round((run/'scores.json').stat().st_mtime - (run/'config.json').stat().st_mtime, 1)}
+        finished.append(m); rows.append(row)
+    bound = next((r['seg_gt_miou'] for r in rows if r.get('seg_gt_miou') is not None), None)
+    for r in rows:
+        if r.get('seg_gt_miou') is None: r['seg_gt_miou'] = bound   # trained once, in the first method's run
+    import torch
+    return dict(command=command, note=note, date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+                machine=f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPU(s), torch {torch.__version__}",
+                base_config=str(base_config), method_config_pattern=method_config_pattern, run_prefix=run_prefix,
+                overrides=dict(overrides or {}), methods=list(cfgs), finished=finished, skipped=skipped,
+                settings=cfgs, fingerprints={m: params_hash(c) for m, c in cfgs.items()}, rows=rows)
+
+def stale_demo_settings(record:dict)->dict: # a record written by `demo_record`
+    "{method: why} for every method whose recorded settings are not today's (`comparison_configs` from the same configs)."
+    now = comparison_configs(record['methods'], record['base_config'], record['method_config_pattern'], record['run_prefix'],
+                             record['overrides'])
+    return {m: f"settings differ in {', '.join(k for k in sorted(set(c) | set(now[m])) if json.dumps(c.get(k), sort_keys=True) != json.dumps(now[m].get(k), sort_keys=True))}"
+            for m, c in record['settings'].items() if params_hash(c) != params_hash(now[m])}
+
+def record_summary(record:dict)->str: # a record written by `demo_record`
+    "One paragraph saying what the record holds: command, date, machine, which methods finished and which did not."
+    done, asked = record['finished'], record['methods']
+    s = (f"Made with `{record['command']}` on {record['date']} ({record['machine']}), shared settings `{record['base_config']}`"
+         + (f" with overrides {record['overrides']}" if record['overrides'] else '') + f": {len(done)} of {len(asked)} methods finished ({', '.join(done) or 'none'}).")
+    if record.get('note'): s += ' ' + record['note']
+    if record['skipped']: s += ' Not in the table: ' + '; '.join(f"{m}: {why}" for m, why in record['skipped'].items()) + '.'
+    return s

@@ -4,17 +4,18 @@
 
 # %% ../nbs/00_core.ipynb #fdf00ba5
 from __future__ import annotations
-import contextlib, hashlib, importlib, json, os, pkgutil, random, shutil, tempfile
+import contextlib, errno, hashlib, importlib, io, json, os, pkgutil, random, shutil, tempfile
 from pathlib import Path
 import numpy as np
 import torch
 import yaml
 
 # %% auto #0
-__all__ = ['WSSSError', 'ConfigError', 'DataError', 'Registry', 'check_keys', 'load_config', 'seed_everything',
-           'configure_determinism', 'get_device', 'autocast', 'atomic_write', 'save_json', 'load_json', 'save_npz',
-           'save_torch', 'save_text', 'params_hash', 'run_dir', 'Stage', 'content_hash', 'input_fingerprints',
-           'RunLock', 'poly_lr', 'PolyLR', 'project_root', 'resolve_path']
+__all__ = ['NO_SPACE', 'STAGE_INPUT_HOOKS', 'WSSSError', 'ConfigError', 'DataError', 'Registry', 'check_keys', 'load_config',
+           'seed_everything', 'configure_determinism', 'get_device', 'autocast', 'DiskFullError', 'no_space',
+           'is_no_space', 'atomic_write', 'save_json', 'load_json', 'save_npz', 'save_torch', 'save_text',
+           'params_hash', 'stage_inputs', 'run_dir', 'Stage', 'content_hash', 'input_fingerprints', 'RunLock',
+           'poly_lr', 'PolyLR', 'project_root', 'resolve_path']
 
 # %% ../nbs/00_core.ipynb #740b5ba1
 class WSSSError(Exception):
@@ -116,18 +117,48 @@ def autocast(device:torch.device, # Device the computation runs on
     return contextlib.nullcontext()
 
 # %% ../nbs/00_core.ipynb #92d5bc69
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)   # "no space left on device", "disk quota exceeded"
+
+class DiskFullError(WSSSError, OSError):
+    "No space left where a file was being written; nothing half-written stays behind (see `atomic_write`)."
+    def __str__(self): return self.strerror or super().__str__()
+
+def no_space(path, # the file that could not be written
+             what:str='')->DiskFullError: # what was being written, e.g. 'the executed notebook'
+    "The one-line error of a full disk, naming the folder and what to do."
+    path = Path(path)
+    return DiskFullError(errno.ENOSPC, f"no space left on {path.parent} (writing {what or path.name}): free space there or point "
+                                       f"out_root at another disk, then rerun (finished stages and files are kept)")
+
+def is_no_space(e:BaseException)->bool: # an exception
+    "True for a full disk or an exceeded quota (`OSError` ENOSPC / EDQUOT)."
+    return isinstance(e, OSError) and e.errno in NO_SPACE
+
+class _WriteErrors(io.FileIO):
+    "A file that remembers the OS error of a failed write: `torch.save`'s zip writer replaces it by its own RuntimeError."
+    error = None
+    def write(self, b):
+        try: return super().write(b)
+        except OSError as e: self.error = e; raise
+
 @contextlib.contextmanager
 def atomic_write(path, # Final path of the file
                  mode:str='wb'): # File mode, 'wb' or 'w'
-    "Context manager: write to a temporary file in the same folder, then atomically rename it to `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    "Context manager: write to a temporary file in the same folder, then atomically rename it to `path`; a full disk raises `DiskFullError`."
+    path, tmp, raw = Path(path), None, None
     try:
-        with os.fdopen(fd, mode) as f: yield f
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+        raw = _WriteErrors(fd, 'wb')
+        f = io.BufferedWriter(raw) if mode == 'wb' else io.TextIOWrapper(io.BufferedWriter(raw))
+        with f: yield f
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions `open` would
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.remove(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError): os.remove(tmp)
+        if not isinstance(e, DiskFullError) and (is_no_space(e) or (raw is not None and is_no_space(raw.error))):
+            raise no_space(path) from None   # torch says `inline_container.cc ... unexpected pos`: name the real cause
         raise
 
 def _umask()->int:
@@ -169,6 +200,15 @@ def params_hash(params:dict)->str: # JSON-serialisable mapping
     s = json.dumps(params, sort_keys=True, default=_json_default)
     return hashlib.sha256(s.encode()).hexdigest()[:16]
 
+STAGE_INPUT_HOOKS = []   # functions (params, cache) -> {name: content hash}; `wsss_nb.stages.common` adds the split lists'
+
+def stage_inputs(params:dict, # a stage's parameters (`dataset`, `data_root`, `split`, `saliency_dir`, ...)
+                 cache=None)->dict: # see `content_hash`
+    "The content hashes every registered hook finds for these parameters; `Stage` adds them to its fingerprint."
+    out = {}
+    for hook in STAGE_INPUT_HOOKS: out.update(hook(params, cache))
+    return out
+
 def run_dir(out_root, # Root of all runs, e.g. 'outputs'
             run:str, # Run name
             stage:str=None)->Path: # Optional stage name
@@ -190,6 +230,8 @@ class Stage:
         self.path = run_dir(out_root, run, name)
         self.name, self.upstream = name, list(upstream)
         ups = {u.name: u.fingerprint_done() for u in self.upstream}
+        if params and (found := stage_inputs(params, Path(out_root)/'.hash_cache.json')):   # split lists, saliency: by content
+            params = {**params, 'inputs': {**(params.get('inputs') or {}), **found}}
         self.params = dict(params=params, upstream=ups)
         self.fingerprint = params_hash(self.params)
 

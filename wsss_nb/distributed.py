@@ -6,11 +6,12 @@ are in `wsss_nb.dist`."""
 
 # %% ../nbs/18_distributed.ipynb #fdfafd45
 from __future__ import annotations
-import argparse, sys
-from .core import WSSSError, load_config, check_keys, run_dir, load_json
+import argparse, os, sys
+from .core import WSSSError, load_config, check_keys, resolve_path, run_dir, load_json
 from .dist import init_distributed, is_main, get_rank, on_main, cleanup
 from .stages import STAGES, stage_kwargs, prepare_data, train_classifier, make_cams, make_pseudo_labels, train_segmentation, evaluate
-from .cli import notebook_params, valid_keys, parse_override, apply_overrides, OVERRIDE_HELP, format_scores
+from .cli import (notebook_params, valid_keys, parse_override, apply_overrides, OVERRIDE_HELP, format_scores, preflight,
+                         _set_results_aside, _settle_results, _stage_records)
 
 # %% auto #0
 __all__ = ['STAGE_ORDER', 'run_stages', 'main']
@@ -20,23 +21,29 @@ STAGE_ORDER = ('cls', 'cams', 'pseudo', 'seg', 'eval')  # what `--stages` accept
 
 def run_stages(cfg:dict, # pipeline parameters (the keys of `wsss-nb params`); missing keys take the notebooks' defaults
                stages=STAGE_ORDER, # subset of `STAGE_ORDER`, run in pipeline order
-               progress:bool=None)->dict: # progress bars (default: rank 0 only)
+               progress:bool=None, # progress bars (default: rank 0 only)
+               where:str='config')->dict: # name of the config source, for errors
     "Run pipeline stages in this process (every rank under torchrun); returns the run's scores on rank 0."
-    check_keys(cfg, valid_keys(), where='config')
     check_keys({s: 1 for s in stages}, STAGE_ORDER, where='--stages')
-    p = {**notebook_params('00_run_all'), **cfg}
+    cfg = {**cfg, **{k: str(resolve_path(cfg[k])) for k in ('data_root', 'out_root') if cfg.get(k) is not None}}
+    p = preflight(cfg, sorted({STAGES[s].notebook for s in stages}), where)   # the checks of `wsss-nb run`, before any stage
     info = init_distributed(p['device'])
     progress = info.is_main if progress is None else progress
     kw = {s: stage_kwargs(s, p) for s in STAGES}   # the mapping the pipeline notebooks use
-    if 'cls' in stages or 'cams' in stages: on_main(prepare_data, **kw['data'])
-    if 'cls' in stages: train_classifier(**kw['cls'], progress=progress)
-    if 'cams' in stages: make_cams(**kw['cams'], progress=progress)
-    if 'pseudo' in stages: make_pseudo_labels(**kw['pseudo'], progress=progress)
-    if 'seg' in stages:
-        train_segmentation(**kw['seg'], progress=progress)   # on `seg_labels` (pseudo by default) ...
-        if p['train_gt_bound'] and p['seg_labels'] != 'gt': train_segmentation(**{**kw['seg'], 'labels': 'gt'}, progress=progress)
-    if 'eval' in stages: on_main(evaluate, **kw['eval'], progress=progress)
-    f = run_dir(kw['eval']['out_root'], p['run'])/'scores.json'
+    out = run_dir(kw['eval']['out_root'], p['run'])
+    before, aside = (_stage_records(out), _set_results_aside(out)) if info.is_main and out.is_dir() else ({}, {})
+    try:
+        if 'cls' in stages or 'cams' in stages: on_main(prepare_data, **kw['data'])
+        if 'cls' in stages: train_classifier(**kw['cls'], progress=progress)
+        if 'cams' in stages: make_cams(**kw['cams'], progress=progress)
+        if 'pseudo' in stages: make_pseudo_labels(**kw['pseudo'], progress=progress)
+        if 'seg' in stages:
+            train_segmentation(**kw['seg'], progress=progress)   # on `seg_labels` (pseudo by default) ...
+            if p['train_gt_bound'] and p['seg_labels'] != 'gt': train_segmentation(**{**kw['seg'], 'labels': 'gt'}, progress=progress)
+        if 'eval' in stages: on_main(evaluate, **kw['eval'], progress=progress)
+    finally:
+        if aside: _settle_results(out, aside, before)   # old scores back only if no stage changed (as `wsss-nb run`)
+    f = out/'scores.json'
     return load_json(f) if info.is_main and f.is_file() else {}
 
 def main(argv=None):
@@ -49,10 +56,12 @@ def main(argv=None):
     a = ap.parse_args(argv)
     try:
         cfg = apply_overrides(load_config(a.config), a.overrides)
-        scores = run_stages(cfg, [s.strip() for s in a.stages.split(',') if s.strip()])
+        scores = run_stages(cfg, [s.strip() for s in a.stages.split(',') if s.strip()], where=a.config)
         if is_main() and scores: print(format_scores(scores))
-    except WSSSError as e:
-        print(f"wsss_nb.distributed: error (rank {get_rank()}): {e}", file=sys.stderr); return 2
+    except WSSSError as e:   # the checks before stage 01 fail alike on every rank: rank 0 says it, once
+        rank = get_rank() if get_rank() else int(os.environ.get('RANK', '0'))
+        if rank == 0: print(f"wsss_nb.distributed: error: {e}", file=sys.stderr)
+        return 2
     finally: cleanup()
     return 0
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from ..core import ConfigError, WSSSError, save_json, save_torch
-from ..data import get_dataset
+from ..core import ConfigError, WSSSError, STAGE_INPUT_HOOKS, content_hash, save_json, save_torch
+from ..data import get_dataset, _split_path
 from ..cam import seed_numpy_worker
 from .. import viz
 from ..dist import all_reduce_sum, get_world_size
 
 # %% auto #0
-__all__ = ['collate', 'auto_workers', 'prepare_data', 'LossLog']
+__all__ = ['collate', 'auto_workers', 'prepare_data', 'split_inputs', 'LossLog']
 
 # %% ../../nbs/09a_stages.common.ipynb #301f7b4d
 def collate(samples:list)->dict: # list of dataset samples (dicts)
@@ -93,6 +93,20 @@ def _str(p): return None if p is None else str(p)
 def _non_default(**pairs)->dict:
     "The parameters whose value differs from its default: new options join a stage's fingerprint only when used."
     return {k: v for k, (v, default) in pairs.items() if v != default}
+
+# %% ../../nbs/09a_stages.common.ipynb #d2b8f1a3
+def split_inputs(params:dict, # a stage's parameters: `data_root`, `split`, optionally `saliency_dir`
+                 cache=None)->dict: # see `wsss_nb.core.content_hash`
+    "{'split_list': hash, 'saliency': hash} of the split file and saliency folder the parameters name (those that exist)."
+    out, root = {}, params.get('data_root')
+    if root is None: return out
+    if isinstance(params.get('split'), str) and (f := _split_path(root, params['split'])).is_file(): out['split_list'] = content_hash(f, cache)
+    if isinstance(sal := params.get('saliency_dir'), str):
+        folder = Path(sal) if Path(sal).is_absolute() else Path(root)/sal
+        if folder.is_dir(): out['saliency'] = content_hash(folder, cache)
+    return out
+
+if split_inputs not in STAGE_INPUT_HOOKS: STAGE_INPUT_HOOKS.append(split_inputs)
 
 # %% ../../nbs/09a_stages.common.ipynb #c5037990
 def _bn_eval(model):
