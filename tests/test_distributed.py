@@ -180,3 +180,24 @@ def test_runner_prints_one_line_on_rank_0_only(tmp_path, capsys, monkeypatch):
     assert outs['0'][1] == [f"wsss_nb.distributed: error: {f}: wrong value(s): cls_lr=-1 (expected > 0)"], outs['0']
     assert outs['1'][1] == []
     assert not (tmp_path/'out').exists()
+
+def test_runner_takes_the_run_lock(tmp_path, monkeypatch):
+    "run_stages on rank 0: a run folder held by another live process fails at once naming it, no stage runs; the lock is released after a run."
+    import socket, subprocess, sys
+    import wsss_nb.distributed as D
+    from wsss_nb.core import WSSSError
+    called = []
+    for name in ('prepare_data', 'train_classifier', 'make_cams', 'make_pseudo_labels', 'train_segmentation', 'evaluate'):
+        monkeypatch.setattr(D, name, lambda *a, _n=name, **k: called.append(_n))
+    monkeypatch.setenv('RANK', '0')
+    cfg = dict(run='x', out_root=str(tmp_path/'out'), device='cpu')
+    run = tmp_path/'out'/'x'; run.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        (run/'.lock').write_text(json.dumps(dict(pid=other.pid, host=socket.gethostname())))
+        with pytest.raises(WSSSError, match=f'in use by process {other.pid}'): D.run_stages(cfg, ['eval'], where='c.yaml')
+        assert called == []
+    finally:
+        other.kill(); other.wait()
+    D.run_stages(cfg, ['eval'], where='c.yaml')          # the holder is gone: its stale lock is taken over
+    assert called == ['evaluate'] and not (run/'.lock').exists()

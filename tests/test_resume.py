@@ -133,6 +133,18 @@ def test_split_list_content_reruns_the_stages_that_read_it(smoke_data, tmp_path,
     assert len(list((out/'r'/'cams').glob('*.npz'))) == len(ids) - 1
     assert both() == (False, False)
 
+def test_default_synthetic_saliency_is_fingerprinted_by_content(smoke_data, tmp_path, capsys):
+    "With no `saliency_dir`, the synthetic set's own `Saliency/` maps are read, so their content is in the fingerprint too."
+    import numpy as np
+    from PIL import Image
+    data = tmp_path/'ds'; shutil.copytree(smoke_data, data)
+    kw = dict(out_root=tmp_path/'out', data_root=data, **COMMON)
+    S.train_classifier(epochs=1, batch_size=8, crop_size=48, pretrained=None, **kw); assert _ran(capsys, 'cls')
+    S.train_classifier(epochs=1, batch_size=8, crop_size=48, pretrained=None, **kw); assert not _ran(capsys, 'cls')
+    f = sorted((data/'Saliency').glob('*.png'))[0]
+    a = np.array(Image.open(f)); Image.fromarray(255 - a).save(f)        # another saliency map behind the same path
+    S.train_classifier(epochs=1, batch_size=8, crop_size=48, pretrained=None, **kw); assert _ran(capsys, 'cls')
+
 def test_cam_stage_reads_its_split_list_by_content(smoke_data, tmp_path, capsys):
     "The CAM stage alone (a classifier trained on another split): its own split list's content is in its fingerprint."
     data = tmp_path/'ds'; shutil.copytree(smoke_data, data)

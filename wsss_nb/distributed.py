@@ -7,7 +7,7 @@ are in `wsss_nb.dist`."""
 # %% ../nbs/18_distributed.ipynb #fdfafd45
 from __future__ import annotations
 import argparse, os, sys
-from .core import WSSSError, load_config, check_keys, resolve_path, run_dir, load_json
+from .core import WSSSError, RunLock, load_config, check_keys, resolve_path, run_dir, load_json
 from .dist import init_distributed, is_main, get_rank, on_main, cleanup
 from .stages import STAGES, stage_kwargs, prepare_data, train_classifier, make_cams, make_pseudo_labels, train_segmentation, evaluate
 from .cli import (notebook_params, valid_keys, parse_override, apply_overrides, OVERRIDE_HELP, format_scores, preflight,
@@ -23,14 +23,20 @@ def run_stages(cfg:dict, # pipeline parameters (the keys of `wsss-nb params`); m
                stages=STAGE_ORDER, # subset of `STAGE_ORDER`, run in pipeline order
                progress:bool=None, # progress bars (default: rank 0 only)
                where:str='config')->dict: # name of the config source, for errors
-    "Run pipeline stages in this process (every rank under torchrun); returns the run's scores on rank 0."
+    "Run pipeline stages in this process (every rank under torchrun; rank 0 holds the run folder's `RunLock`); returns the run's scores on rank 0."
     check_keys({s: 1 for s in stages}, STAGE_ORDER, where='--stages')
     cfg = {**cfg, **{k: str(resolve_path(cfg[k])) for k in ('data_root', 'out_root') if cfg.get(k) is not None}}
     p = preflight(cfg, sorted({STAGES[s].notebook for s in stages}), where)   # the checks of `wsss-nb run`, before any stage
-    info = init_distributed(p['device'])
-    progress = info.is_main if progress is None else progress
     kw = {s: stage_kwargs(s, p) for s in STAGES}   # the mapping the pipeline notebooks use
     out = run_dir(kw['eval']['out_root'], p['run'])
+    # rank 0 holds the run folder's lock (as `wsss-nb run` does), taken before the process group forms: a second run
+    # on the folder fails at once naming the holder, and torchrun then stops the other ranks
+    lock = RunLock(out).acquire() if int(os.environ.get('RANK', '0')) == 0 else None
+    try: info = init_distributed(p['device'])
+    except BaseException:
+        if lock: lock.release()
+        raise
+    progress = info.is_main if progress is None else progress
     before, aside = (_stage_records(out), _set_results_aside(out)) if info.is_main and out.is_dir() else ({}, {})
     try:
         if 'cls' in stages or 'cams' in stages: on_main(prepare_data, **kw['data'])
@@ -43,6 +49,7 @@ def run_stages(cfg:dict, # pipeline parameters (the keys of `wsss-nb params`); m
         if 'eval' in stages: on_main(evaluate, **kw['eval'], progress=progress)
     finally:
         if aside: _settle_results(out, aside, before)   # old scores back only if no stage changed (as `wsss-nb run`)
+        if lock: lock.release()
     f = out/'scores.json'
     return load_json(f) if info.is_main and f.is_file() else {}
 

@@ -95,7 +95,7 @@ def _non_default(**pairs)->dict:
     return {k: v for k, (v, default) in pairs.items() if v != default}
 
 # %% ../../nbs/09a_stages.common.ipynb #d2b8f1a3
-def split_inputs(params:dict, # a stage's parameters: `data_root`, `split`, optionally `saliency_dir`
+def split_inputs(params:dict, # a stage's parameters: `data_root`, `split`, optionally `saliency_dir` (the synthetic set's `Saliency/` when it is None)
                  cache=None)->dict: # see `wsss_nb.core.content_hash`
     "{'split_list': hash, 'saliency': hash} of the split file and saliency folder the parameters name (those that exist)."
     out, root = {}, params.get('data_root')
@@ -104,6 +104,8 @@ def split_inputs(params:dict, # a stage's parameters: `data_root`, `split`, opti
     if isinstance(sal := params.get('saliency_dir'), str):
         folder = Path(sal) if Path(sal).is_absolute() else Path(root)/sal
         if folder.is_dir(): out['saliency'] = content_hash(folder, cache)
+    elif 'saliency_dir' in params and sal is None and params.get('dataset') == 'synthetic' and (Path(root)/'Saliency').is_dir():
+        out['saliency'] = content_hash(Path(root)/'Saliency', cache)   # the synthetic set's own maps, read when none is named
     return out
 
 if split_inputs not in STAGE_INPUT_HOOKS: STAGE_INPUT_HOOKS.append(split_inputs)
