@@ -1,5 +1,5 @@
 "Bad input gives one clear error that names the file or key, and nothing already written is lost."
-import shutil
+import os, shutil
 import numpy as np
 import pytest
 from PIL import Image
@@ -230,11 +230,16 @@ def test_label_cache_is_keyed_by_mask_content(smoke_data, tmp_path):
     from wsss_nb.data import get_dataset
     from wsss_nb.core import load_json
     root = _copy(smoke_data, tmp_path)
+    ids = get_dataset('synthetic', root, 'train').ids
+    m = root/'SegmentationClass'/f'{ids[1]}.png'
+    mk = np.array(Image.open(m)); Image.fromarray(mk).save(m, compress_level=0)   # stored uncompressed: an edit keeps the size
     ds = get_dataset('synthetic', root, 'train')
     cache = root/'cls_labels_SegmentationClass.json'
     assert cache.is_file() and set(load_json(cache)) >= set(ds.ids)
-    m = root/'SegmentationClass'/f'{ds.ids[1]}.png'
-    mk = np.array(Image.open(m)); mk[0, 0] = 40; Image.fromarray(mk).save(m)
+    st = m.stat()
+    mk[0, 0] = 40; Image.fromarray(mk).save(m, compress_level=0)
+    os.utime(m, ns=(st.st_atime_ns, st.st_mtime_ns))        # the old mtime restored (as `cp -p` or an unpacked archive would)
+    assert m.stat().st_size == st.st_size and m.stat().st_mtime_ns == st.st_mtime_ns   # only the content tells
     with pytest.raises(DataError) as e: get_dataset('synthetic', root, 'train')
     assert str(m) in str(e.value) and '40' in str(e.value), e.value
 

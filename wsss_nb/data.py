@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #1d33093d
 from __future__ import annotations
-import os, stat
+import hashlib, os, stat
 from pathlib import Path
 import numpy as np
 import torch
@@ -172,15 +172,15 @@ def _writable(folder:Path)->bool:
     return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 def _mask_stamp(path:Path)->list:
-    "[size, mtime_ns] of a mask file: what the label cache keys its entry by."
-    st = path.stat(); return [st.st_size, st.st_mtime_ns]
+    "[size, sha1 of the bytes (16 hex digits)] of a mask file: what the label cache keys its entry by (content, not mtime, so a copy with a restored mtime is still caught; hashing the bytes costs far less than decoding the PNG)."
+    b = path.read_bytes(); return [len(b), hashlib.sha1(b).hexdigest()[:16]]
 
 def cls_labels(root, # dataset root
                ids, # image ids
                mask_dir:str='SegmentationClass', # folder of masks under root
                num_classes:int=21, # classes including background
                cache:bool=True)->dict: # read/write `root/cls_labels_<mask_dir>.json`
-    "Image-level multi-hot labels {id: float32 (num_classes-1,)} derived from the masks; cached entries are keyed by each mask's size and mtime."
+    "Image-level multi-hot labels {id: float32 (num_classes-1,)} derived from the masks; cached entries are keyed by each mask's size and content hash."
     root = Path(root); cache_file = root/f'cls_labels_{mask_dir}.json'
     cached = {}
     if cache and cache_file.is_file():
