@@ -27,10 +27,10 @@ def _find(cells, snippet):
 def _learned(cells):
     return [l for c in cells for l in _text(c).splitlines() if l.startswith('learned: ')]
 
-@pytest.mark.parametrize('name, runs', [('14_msa.ipynb', ['SCN (14_msa)', 'MSA classifier (14_msa)', 'CAM classifier, synthetic set',
-                                                            'MSA classifier, synthetic set']),
+@pytest.mark.parametrize('name, runs', [('14_msa.ipynb', ['SCN (14_msa)', 'MSA classifier (14_msa)', 'CAM classifier (msa vs CAM)',
+                                                            'MSA classifier (msa vs CAM)']),
                                          ('12_mcis.ipynb', ['CAM classifier, toy', 'MCIS network, its single-image CAM branch',
-                                                            'CAM classifier, synthetic set', 'MCIS classifier, synthetic set'])])
+                                                            'CAM classifier (mcis vs CAM)', 'MCIS classifier (mcis vs CAM)'])])
 def test_learned_lines(name, runs):
     lines = _learned(_cells(name))
     for r in runs:
