@@ -14,7 +14,7 @@ from matplotlib.patches import Patch
 from .core import ConfigError, DataError, load_json, run_dir
 from .cam import load_cams
 from .data import get_dataset
-from .metrics import confusion_matrix, scores, learning_check
+from .metrics import learning_check, all_background_floor
 from .synthetic import make_synthetic
 from .stages import train_classifier, make_cams
 from .viz import InlineFigure, show_maps_comparison
@@ -116,8 +116,7 @@ def background_miou(data_root, # dataset folder (synthetic, VOC layout)
                     max_images:int=0)->float: # only the first N images (0 = all)
     "mIoU of predicting background everywhere: the floor that a map without any information scores on these images."
     ds = get_dataset('synthetic', data_root, split)
-    cm = sum(confusion_matrix(np.zeros_like(gt), gt, ds.num_classes) for gt in (ds.load_raw(i)[1] for i in ds.ids[:max_images or None]))
-    return scores(cm)['miou']
+    return all_background_floor((ds.load_raw(i)[1] for i in ds.ids[:max_images or None]), ds.num_classes)
 
 # %% ../nbs/19a_gallery.ipynb #36362e66
 @dataclass
