@@ -6,6 +6,7 @@
 from __future__ import annotations
 import hashlib, pickle, shutil, time
 from pathlib import Path
+from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,10 +18,10 @@ from .backbones import get_backbone
 from .metrics import cam_threshold_sweep, ConfusionMeter
 
 # %% auto #0
-__all__ = ['CLS_FORMATS', 'CAM_FORMATS', 'IMPORT_KINDS', 'file_sha256', 'map_state_dict', 'released_run', 'import_classifier',
-           'to_original', 'save_original', 'import_affinity', 'import_cams', 'import_pseudo', 'import_deeplab',
-           'score_folder', 'add_import_parser', 'cmd_import', 'add_score_parser', 'cmd_score', 'spixelnet_key',
-           'import_spixelnet']
+__all__ = ['CLS_FORMATS', 'CAM_FORMATS', 'IMPORT_KINDS', 'WEIGHT_KINDS', 'file_sha256', 'map_state_dict', 'released_run',
+           'import_classifier', 'to_original', 'save_original', 'import_affinity', 'import_cams', 'import_pseudo',
+           'import_deeplab', 'score_folder', 'add_import_parser', 'cmd_import', 'add_score_parser', 'cmd_score',
+           'spixelnet_key', 'import_spixelnet', 'WeightsKind', 'identify_weights', 'describe_weights', 'expect_weights']
 
 # %% ../nbs/10a_importers.ipynb #677ceea5
 def file_sha256(path)->str: # a file, or a folder (hash of its sorted file names and contents)
@@ -167,6 +168,7 @@ def _check_method_args(fmt, method, margs, cfg):
 def _load_scn(model, scn, file):
     "MSA: the superpixel network's weights (`Q_model_final.pth`, SpixelNet1l_bn names) into `model.scn`; marks it trained."
     if scn is None: raise ConfigError(f"import cls msa: {file} holds the classifier only; MSA's CAMs need its superpixel network too: pass its file (Q_model_final.pth) as scn= / --scn")
+    expect_weights(scn, {'spixelnet'}, 'import cls --format msa --scn')
     from wsss_nb.methods.msa import SpixelNet
     raw = _read_weights(scn); raw = _strip(raw.get('state_dict', raw))
     sd = {}
@@ -190,6 +192,7 @@ def import_classifier(file, # the weight file, as the original's train script sa
     if method != spec['method']: raise ConfigError(f"import cls {fmt}: the file is a {spec['method']!r} classifier but the config's method is {method!r}")
     if scn is not None and fmt != 'msa': raise ConfigError(f"import cls {fmt}: scn= / --scn (a superpixel network) is for --format msa only")
     _check_method_args(fmt, method, margs, cfg)
+    expect_weights(file, {f'cls:{fmt}'}, f'import cls --format {fmt}')   # another original's file: say which, and where it goes
     ds, _ = _ds(cfg)
     wsss = get_method(method, **margs)
     model = wsss.build_model(get_backbone(cfg['backbone'], pretrained=None, output_stride=cfg.get('output_stride', 16)), ds.num_classes-1)
@@ -263,6 +266,7 @@ def import_affinity(file, # PSA's res38_aff.pth
     cfg = _cfg(config)
     if cfg.get('refiner') != 'rw': raise ConfigError(f"import affinity: the config's refiner is {cfg.get('refiner')!r}, not 'rw'")
     ref = get_refiner('rw', **{k: v for k, v in (cfg.get('refiner_args') or {}).items() if k != 'weights'})
+    expect_weights(file, {'psa_aff'}, 'import affinity')
     net = ref._build(None)
     rules = [('f8_3.', 'proj.0.'), ('f8_4.', 'proj.1.'), ('f8_5.', 'proj.2.'), ('f9.', 'mix.'), ('', 'backbone.')]
     sd = map_state_dict(_strip(_read_weights(file)), rules, net.state_dict(), file)
@@ -326,7 +330,8 @@ def import_cams(folder, # released CAM folder
     from wsss_nb import viz
     if fmt not in CAM_FORMATS: raise ConfigError(f"import cams: unknown format {fmt!r}; known: {', '.join(CAM_FORMATS)}")
     cfg, folder = _cfg(config), Path(folder)
-    if not folder.is_dir(): raise DataError(f"import cams: folder not found: {folder}")
+    if not folder.exists(): raise DataError(f"import cams: folder not found: {folder}")
+    expect_weights(folder, {f'cams:{fmt}'}, f'import cams --format {fmt}')   # a folder of another layout (or a file): say which
     ds, split = _ds(cfg, split=split)
     if ds.labels is None: raise DataError(f"import cams: split {split!r} of {cfg['data_root']} has no image-level labels to key the maps by")
     ids = set(ds.ids)
@@ -370,6 +375,7 @@ def import_pseudo(folder, # folder of `<id>.png` label maps (palette or grayscal
                   config, out_root=None, run=None, split=None)->Stage:
     "A finished `pseudo/` stage (labels/ = the released PNGs, checked), scored against the masks when the split has them; stage 04 then runs."
     cfg = _cfg(config); ds, split = _ds(cfg, split=split)
+    if Path(folder).exists(): expect_weights(folder, {'labels:png'}, 'import pseudo')   # CAM PNGs or a weight file: say which
     folder = _label_files(folder, ds, split, 'import pseudo')
     st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'pseudo', 'pseudo:png', folder, dict(split=split))
     st.begin(); (st.path/'labels').mkdir(exist_ok=True)
@@ -396,6 +402,7 @@ def import_deeplab(file, # a DeepLab-v2 checkpoint
     bb = cfg.get('seg_backbone', 'resnet101')
     neck = cfg.get('seg_neck'); neck = deeplab.DEFAULT_NECK.get(bb, 0) if neck is None else int(neck)
     kw = dict(output_stride=cfg.get('seg_output_stride', 8), rates=tuple(cfg.get('seg_rates', (6, 12, 18, 24))), msc=cfg.get('seg_msc', True), neck=neck)
+    expect_weights(file, {'deeplab_trained', 'largefov', 'wsss_stage'}, 'import deeplab')   # e.g. the COCO init: it belongs in seg_pretrained
     model = deeplab.build_deeplab(bb, ds.num_classes, pretrained=None, **kw)
     raw = _read_weights(file)
     raw = _strip(raw.get('model', raw.get('state_dict', raw)))
@@ -512,6 +519,7 @@ def import_spixelnet(file, # MSA's / superpixel_fcn's released SpixelNet1l_bn ch
     """fuy34/superpixel_fcn `models/Spixel_single_layer.py` SpixelNet1l_bn (100 keys: `conv0a.0.weight` … `conv4b`, `deconv0-3`,
     `conv0_1-3_1`, `pred_mask0-3`) → this library's `SpixelNet` (94 keys: `pred_mask1-3` are unused there and dropped)."""
     from wsss_nb.methods.msa import SpixelNet
+    expect_weights(file, {'spixelnet'}, 'import spixelnet')
     raw = _read_weights(file); raw = _strip(raw.get('state_dict', raw))
     sd, names = {}, {}
     for k, v in raw.items():
@@ -529,3 +537,144 @@ def import_spixelnet(file, # MSA's / superpixel_fcn's released SpixelNet1l_bn ch
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
     save_torch(net.state_dict(), out)
     return out
+
+# %% ../nbs/10a_importers.ipynb #ceeadccb
+class WeightsKind(NamedTuple):
+    "What `identify_weights` found: `kind` (a key of `WEIGHT_KINDS`), `what` the file is, `where` it belongs (a command or a config slot), `container` ('PyTorch', 'MXNet', 'Caffe', 'PNG', 'NumPy', 'folder' or 'unknown')."
+    kind:str; what:str; where:str; container:str=''
+
+_CONVERT_CAFFE = "convert it first: `wsss-nb convert caffemodel FILE OUT.pth --net deeplab-resnet101` (DeepLab init / trained), `--net largefov` (MCIS dpl_init / res_fov2a) or `--net largefov-vgg16`; then give OUT.pth as seg_pretrained (or to `wsss-nb import deeplab`)"
+WEIGHT_KINDS = {   # kind -> (what the file is, where it belongs)
+    'mxnet': ("an MXNet NDArray file (.params), e.g. the ImageNet ResNet-38 ilsvrc-cls_rna-a1_cls1000_ep-0001.params",
+              "convert it first: `wsss-nb convert mxnet-resnet38 FILE weights/resnet38_ilsvrc.pth`; then give the .pth as pretrained (backbone: resnet38) or refiner_args.pretrained"),
+    'caffemodel': ("a Caffe .caffemodel (binary protobuf)", _CONVERT_CAFFE),
+    'deeplab_init': ("deeplab-pytorch's COCO init deeplabv1_resnet101-coco.pth (DeepLabV1_ResNet101: Caffe ResNet-101 + a 91-class `fc`, no ASPP)",
+                     "seg_pretrained, with seg_backbone: deeplab_resnet101 (the segmentation stage starts from it); `wsss-nb import deeplab` wants a trained model"),
+    'caffe_resnet101': ("a Caffe ResNet-101 body in deeplab-pytorch's names (layer1 … layer5, no head), e.g. a converted MCIS dpl_init.caffemodel",
+                        "seg_pretrained, with seg_backbone: deeplab_resnet101 or mcis_largefov_resnet101"),
+    'deeplab_trained': ("a trained DeepLab-v2 segmentation model (deeplab-pytorch DeepLabV2_ResNet101_MSC with a {n}-class ASPP head, as deeplabv2_resnet101_msc-vocaug-20000.pth, which was trained on VOC with ground truth)",
+                        "`wsss-nb import deeplab FILE CONFIG` (scores it as a finished seg_pseudo stage); as seg_pretrained only with seg_pretrained_trained: true"),
+    'largefov': ("a ResNet-101 LargeFOV network in MCIS's layout (Caffe ResNet-101 + pyram_conv1/2 + a {n}-class `score`; the init dpl_init and the trained res_fov2a share it, so the layout cannot tell them apart)",
+                 "seg_pretrained with seg_backbone: mcis_largefov_resnet101 (dpl_init), or `wsss-nb import deeplab FILE CONFIG` (res_fov2a)"),
+    'vgg16_largefov': ("a VGG16 LargeFOV in Caffe names (conv1_1 … conv5_3, fc6, fc7, fc8)",
+                       "no config slot reads VGG16 LargeFOV; the VGG16 classifiers start from torchvision's vgg16 (pretrained: imagenet)"),
+    'resnet38': ("a ResNet-38 ImageNet state dict (conv1a, b2 … b7, bn7; no head), as `wsss-nb convert mxnet-resnet38` writes it",
+                 "pretrained (backbone: resnet38), method_args.pretrained or refiner_args.pretrained"),
+    'torchvision_resnet': ("a torchvision ResNet state dict (conv1, layer1-4, fc)", "pretrained (backbone: resnet50 / resnet101 …)"),
+    'torchvision_vgg': ("a torchvision VGG state dict (features.N, classifier.N)", "pretrained (backbone: vgg16)"),
+    'psa_aff': ("PSA's AffinityNet res38_aff.pth (ResNet-38 + f8_3, f8_4, f8_5, f9)",
+                "`wsss-nb import affinity FILE CONFIG` (writes the 'rw' refiner's affinity.pt for refiner_args.weights)"),
+    'spixelnet': ("a SpixelNet1l_bn superpixel network (MSA's Q_model_final.pth: conv0a … pred_mask0-3)",
+                  "`wsss-nb import spixelnet FILE CONFIG` (then method_args.scn_weights), or --scn of `wsss-nb import cls --format msa`"),
+    'wsss_spixelnet': ("this library's SpixelNet state dict (`wsss-nb import spixelnet` output)", "method_args.scn_weights (method: msa)"),
+    'wsss_affinity': ("this library's AffinityNet file (affinity.pt: `wsss-nb import affinity` output or a 03_make_pseudo 'rw' stage's)", "refiner_args.weights (refiner: rw)"),
+    'wsss_stage': ("a stage checkpoint of this library ({{'model', 'meta'}}: {stage}/model.pt)",
+                   "the run it was written in; a stage reads it there (no config slot takes it)"),
+    'cams:png': ("a folder of PNG CAMs (<id>_<class>.png, L2G / Group-WSSS layout)", "`wsss-nb import cams DIR CONFIG --format png`"),
+    'cams:psa': ("a folder of PSA / SC-CAM .npy CAM dicts ({class: HxW})", "`wsss-nb import cams DIR CONFIG --format psa`"),
+    'cams:irn': ("a folder of IRN .npy CAM dicts ('keys', 'cam', 'high_res')", "`wsss-nb import cams DIR CONFIG --format irn`"),
+    'cams:npz': ("a folder of this library's CAM files (<id>.npz)", "`wsss-nb score DIR CONFIG` (or a run's cams/ stage)"),
+    'labels:png': ("a folder of label PNGs (<id>.png)", "`wsss-nb import pseudo DIR CONFIG` (pseudo-labels) or `wsss-nb score DIR CONFIG` (predictions)"),
+    'folder': ("a folder without CAM or label files", "nothing: give a weight file, or a folder of CAMs / labels to `wsss-nb import cams|pseudo`"),
+    'png': ("a PNG image", "nothing as a weight file; a folder of them goes to `wsss-nb import cams|pseudo`"),
+    'npy': ("a NumPy .npy array", "nothing as a weight file; a folder of CAM .npy files goes to `wsss-nb import cams`"),
+    'pytorch': ("a PyTorch file of an unrecognised layout (first keys: {keys})", "wherever its network's keys fit (checked when it loads)"),
+    'unknown': ("neither a PyTorch, MXNet nor Caffe weight file", "nothing: expected a .pth state dict, an MXNet .params or a .caffemodel to convert"),
+}
+for _f, _s in CLS_FORMATS.items():
+    WEIGHT_KINDS[f'cls:{_f}'] = (f"a {_s['method']!r} classifier checkpoint in the {_f!r} layout ({_s['doc'].split(':')[0]})",
+                                 f"`wsss-nb import cls FILE CONFIG --format {_f}`" + (" or method_args.round0_weights (method: sccam)" if _f == 'psa_cls' else ''))
+
+def _kind(kind, **fmt)->WeightsKind:
+    what, where = WEIGHT_KINDS[kind]
+    return WeightsKind(kind, what.format(**fmt) if fmt else what.replace('{{', '{').replace('}}', '}'), where)
+
+def _has(keys, *prefixes): return any(k.startswith(prefixes) for k in keys)
+
+def _state_dict_kind(raw)->WeightsKind:
+    "The kind of a loaded PyTorch object (a state dict or a checkpoint dict around one)."
+    if not isinstance(raw, dict): return _kind('pytorch', keys=type(raw).__name__)
+    if 'model' in raw and 'meta' in raw and isinstance(raw['meta'], dict):
+        m = raw['meta']; stage = f"seg_{m['labels']}" if 'labels' in m else 'cls'
+        return WeightsKind('wsss_stage', WEIGHT_KINDS['wsss_stage'][0].format(stage=stage), WEIGHT_KINDS['wsss_stage'][1])
+    if 'model' in raw and 'params' in raw and 'hash' in raw: return _kind('wsss_affinity')
+    if isinstance(raw.get('local_dict'), dict):
+        return _kind('cls:l2g_csa' if _has(_strip(raw['local_dict']), 'b6.se_layer', 'DRS_learnable') else 'cls:l2g')
+    sd = raw
+    for top in ('state_dict', 'model'):
+        if isinstance(sd.get(top), dict): sd = sd[top]
+    keys = [str(k) for k in _strip(sd)]
+    ks = set(keys)
+    if _has(keys, 'vgg.features.') and _has(keys, 'extra_gate_merge.'): return _kind('cls:mcis')
+    if _has(keys, 'extra_ConvGRU.'): return _kind('cls:group')
+    if _has(keys, 'get_qfeats.', 'x4_feats.', 'get_tran_conv4.'): return _kind('cls:msa')
+    if _has(keys, 'b6.se_layer', 'DRS_learnable_layer'): return _kind('cls:l2g_csa')
+    if 'fc8_20.weight' in ks: return _kind('cls:sccam')
+    if 'f8_3.weight' in ks and 'fc8.weight' in ks: return _kind('cls:l2g')
+    if 'f8_5.weight' in ks and 'f9.weight' in ks: return _kind('psa_aff')
+    if 'conv1a.weight' in ks: return _kind('cls:psa_cls' if 'fc8.weight' in ks else 'resnet38')
+    if 'conv0a.0.weight' in ks and _has(keys, 'pred_mask0.'): return _kind('spixelnet')
+    if _has(keys, 'enc.0.') and _has(keys, 'pred.'): return _kind('wsss_spixelnet')
+    body = {k[5:] if k.startswith('base.') else k for k in keys}
+    if 'layer1.conv1.conv.weight' in body:
+        sd0 = {(k[5:] if k.startswith('base.') else k): v for k, v in _strip(sd).items()}
+        if 'aspp.c0.weight' in body: return _kind('deeplab_trained', n=tuple(sd0['aspp.c0.weight'].shape)[0])
+        if 'pyram_conv1.weight' in body or 'score.weight' in body:
+            return _kind('largefov', n=tuple(sd0['score.weight'].shape)[0] if 'score.weight' in sd0 else 'no')
+        if 'fc.weight' in body: return _kind('deeplab_init')
+        return _kind('caffe_resnet101')
+    if 'conv1_1.weight' in ks: return _kind('vgg16_largefov')
+    if 'conv1.weight' in ks and _has(keys, 'layer4.'): return _kind('torchvision_resnet')
+    if 'features.0.weight' in ks and _has(keys, 'classifier.'): return _kind('torchvision_vgg')
+    return _kind('pytorch', keys=', '.join(keys[:3]) + (' …' if len(keys) > 3 else ''))
+
+def _folder_kind(folder:Path)->WeightsKind:
+    "The kind of a folder: CAM PNGs, label PNGs, PSA / IRN .npy CAMs, this library's .npz CAMs."
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    pngs = [p for p in files if p.suffix == '.png']
+    if pngs:
+        def cls_suffix(stem):
+            c = stem.rsplit('_', 1)[-1] if '_' in stem else ''
+            return c.isdigit() and len(c) <= 2 and (c == '0' or not c.startswith('0'))
+        return _kind('cams:png' if sum(map(cls_suffix, (p.stem for p in pngs))) > len(pngs)/2 else 'labels:png')
+    if npys := [p for p in files if p.suffix == '.npy']:
+        try: d = np.load(npys[0], allow_pickle=True); d = d.item() if d.dtype == object and d.shape == () else d
+        except Exception: return _kind('npy')
+        return _kind('cams:irn' if isinstance(d, dict) and 'keys' in d else 'cams:psa' if isinstance(d, dict) else 'npy')
+    if any(p.suffix == '.npz' for p in files): return _kind('cams:npz')
+    return _kind('folder')
+
+def identify_weights(path, # a weight file or a folder of released maps / labels
+                     parse_caffe:bool=True)->WeightsKind: # try to parse a file of no other format as a .caffemodel (False: 'unknown')
+    "What `path` is (`WeightsKind`: kind, what, where it belongs), read from its bytes and keys: no network is built."
+    path = Path(path)
+    if path.is_dir(): return _folder_kind(path)._replace(container='folder')
+    if not path.is_file(): raise DataError(f"{path}: not found")
+    with open(path, 'rb') as f: head = f.read(8)
+    if head[:4] == b'\x89PNG': return _kind('png')._replace(container='PNG')
+    if head[:6] == b'\x93NUMPY': return _kind('npy')._replace(container='NumPy')
+    if len(head) == 8 and int.from_bytes(head, 'little') == 0x112: return _kind('mxnet')._replace(container='MXNet')
+    if head[:4] == b'PK\x03\x04' or head[:1] == b'\x80':   # torch.save's zip archive, or the legacy pickle
+        for kw in (dict(mmap=True), {}):
+            try: return _state_dict_kind(torch.load(path, map_location='cpu', weights_only=True, **kw))._replace(container='PyTorch')
+            except Exception: continue
+        return _kind('pytorch', keys='unreadable with weights_only=True')._replace(container='PyTorch')
+    try:
+        from wsss_nb.convert import read_caffemodel
+        if parse_caffe and read_caffemodel(path): return _kind('caffemodel')._replace(container='Caffe')
+    except Exception: pass
+    return _kind('unknown')._replace(container='unknown')
+
+def describe_weights(path)->str: # as `identify_weights`
+    "'PATH is WHAT; it belongs: WHERE' for an error message."
+    k = identify_weights(path)
+    return f"{path} is {k.what}; it belongs: {k.where}"
+
+def expect_weights(path, # the file or folder given
+                   kinds, # the `WEIGHT_KINDS` keys the slot takes (an unrecognised PyTorch layout always passes on, to the loader's own check)
+                   slot:str, # the command or config slot, for the message (e.g. 'import cls --format mcis', 'seg_pretrained')
+                   error=DataError)->WeightsKind:
+    "Refuse `path`, naming what it is and where it belongs, unless it is of one of `kinds`; returns its `WeightsKind`."
+    k = identify_weights(path)
+    if k.kind in kinds or k.kind in ('pytorch', 'unknown'): return k   # no known layout: the loader's own check names the problem
+    raise error(f"{slot}: {path} is {k.what}; it belongs: {k.where}")
