@@ -144,7 +144,7 @@ _BACKBONE_KINDS = {'resnet38', 'torchvision_resnet', 'torchvision_vgg', 'caffe_r
 SLOT_KINDS = {   # config slot -> the `wsss_nb.importers.identify_weights` kinds it takes; a PyTorch file of no known layout goes on to the load check
     'pretrained': _BACKBONE_KINDS, 'method_args.pretrained': _BACKBONE_KINDS, 'refiner_args.pretrained': _BACKBONE_KINDS,
     'seg_pretrained': _BACKBONE_KINDS | {'deeplab_init', 'largefov'},
-    'method_args.round0_weights': {'cls:psa_cls', 'wsss_stage'}, 'method_args.scn_weights': {'wsss_spixelnet', 'spixelnet'},
+    'method_args.round0_weights': {'cls:psa_cls', 'wsss_stage'}, 'method_args.scn_weights': {'wsss_spixelnet'},
     'refiner_args.weights': {'wsss_affinity'}}
 TRAINED_SEG_KINDS = {'deeplab_trained', 'wsss_stage'}   # segmentation networks already trained: seg_pretrained only with seg_pretrained_trained: true
 
@@ -167,7 +167,6 @@ def _check_round0(params, path, where):
     "SC-CAM's `round0_weights` against the classifier it starts (keys and shapes, on the meta device): before stage 01, not 38 s into it."
     import torch
     from wsss_nb.backbones import get_backbone, load_state_dict_file
-    from wsss_nb.cam import get_method
     from wsss_nb.methods.sccam import round0_state_dict
     try: sd = round0_state_dict(load_state_dict_file(path))
     except WSSSError as e: raise ConfigError(f"{where}: method_args.round0_weights={path}: {str(e).splitlines()[0][:300]}") from None
@@ -175,10 +174,9 @@ def _check_round0(params, path, where):
         from wsss_nb.data import get_dataset
         n = get_dataset(params['dataset'], params['data_root'], params['train_split']).num_classes - 1
     except Exception: n = int(sd['classifier.weight'].shape[0]) if 'classifier.weight' in sd else 20   # data made later (synthetic): the file's count
-    with torch.device('meta'):
-        model = get_method(params['method'], **(params.get('method_args') or {})).build_model(
-            get_backbone(params['backbone'], pretrained=None, output_stride=params.get('output_stride', 16)), n)
-    own = {k: v for k, v in model.state_dict().items() if k.startswith(('backbone.', 'classifier.'))}
+    with torch.device('meta'): body = get_backbone(params['backbone'], pretrained=None, output_stride=params.get('output_stride', 16))
+    own = {f'backbone.{k}': v for k, v in body.state_dict().items()}   # SCCAMNet's round-0 part: the backbone and a bias-free 1x1 parent head
+    own['classifier.weight'] = torch.empty(n, body.out_channels, 1, 1, device='meta')
     missing = [k for k in own if k not in sd and not k.endswith('num_batches_tracked')]
     unexpected = [k for k, v in sd.items() if k not in own or not torch.is_tensor(v)]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and torch.is_tensor(sd[k]) and sd[k].shape != v.shape]
@@ -501,7 +499,9 @@ def main(argv=None):
     from wsss_nb.importers import add_import_parser, add_score_parser
     from wsss_nb.reproduce import add_reproduce_parser
     add_import_parser(sub); add_score_parser(sub); add_reproduce_parser(sub)   # wsss-nb import | score | reproduce
-    a = p.parse_args(argv)
+    a, extra = p.parse_known_args(argv)
+    if a.cmd == 'import' and all('=' in x and not x.startswith('-') for x in extra): a.overrides = list(a.overrides) + extra   # key=value after --format
+    elif extra: p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if a.cmd == 'list': print(list_components())
         elif a.cmd == 'prepare': run_prepare(a)

@@ -20,8 +20,9 @@ from .metrics import cam_threshold_sweep, ConfusionMeter
 # %% auto #0
 __all__ = ['CLS_FORMATS', 'CAM_FORMATS', 'IMPORT_KINDS', 'WEIGHT_KINDS', 'file_sha256', 'map_state_dict', 'released_run',
            'import_classifier', 'to_original', 'save_original', 'import_affinity', 'import_cams', 'import_pseudo',
-           'import_deeplab', 'score_folder', 'add_import_parser', 'cmd_import', 'add_score_parser', 'cmd_score',
-           'spixelnet_key', 'import_spixelnet', 'WeightsKind', 'identify_weights', 'describe_weights', 'expect_weights']
+           'import_deeplab', 'score_folder', 'add_import_parser', 'import_config', 'cmd_import', 'add_score_parser',
+           'cmd_score', 'spixelnet_key', 'import_spixelnet', 'WeightsKind', 'identify_weights', 'describe_weights',
+           'expect_weights']
 
 # %% ../nbs/10a_importers.ipynb #677ceea5
 def file_sha256(path)->str: # a file, or a folder (hash of its sorted file names and contents)
@@ -362,10 +363,10 @@ def _check_labels(lab, size, num_classes, f):
     if bad := sorted(set(np.unique(lab).tolist()) - set(range(num_classes)) - {255}):
         raise DataError(f"{f}: label value {bad[0]} is not a class (0..{num_classes-1}) or 255")
 
-def _label_files(folder, ds, split, what):
+def _label_files(folder, ds, split, what, extra_ok=False):
     folder = Path(folder)
     if not folder.is_dir(): raise DataError(f"{what}: folder not found: {folder}")
-    if extra := sorted({p.stem for p in folder.glob('*.png')} - set(ds.ids)):
+    if not extra_ok and (extra := sorted({p.stem for p in folder.glob('*.png')} - set(ds.ids))):
         raise DataError(f"{what}: {folder} has {len(extra)} file(s) for images not in split {split!r}, e.g. {extra[0]}.png")
     if missing := [i for i in ds.ids if not (folder/f'{i}.png').is_file()]:
         raise DataError(f"{what}: {folder/(missing[0] + '.png')} missing ({len(missing)} of the {len(ds.ids)} images of split {split!r})")
@@ -420,12 +421,13 @@ def import_deeplab(file, # a DeepLab-v2 checkpoint
 def score_folder(folder, # `<id>.png` label maps, or `<id>.npz` CAM files (`wsss_nb.cam.save_cams`)
                  dataset:str, data_root, split:str='val', # the split whose masks score them
                  cam_threshold:float=None, # background threshold for CAM files (None: sweep and take the best)
-                 ignore_pred:bool=False)->dict: # drop predicted 255 instead of counting a miss
+                 ignore_pred:bool=False, # drop predicted 255 instead of counting a miss
+                 subset:bool=False)->dict: # ignore files of images outside the split (e.g. a run's train_aug maps scored on train)
     "Per-class and mean IoU of a folder of predictions against a split's masks (every image of the split must have one)."
     from wsss_nb.pseudo import threshold_labels
     folder, ds = Path(folder), get_dataset(dataset, data_root, split)
     cams = bool(ds.ids) and (folder/f'{ds.ids[0]}.npz').is_file() and not (folder/f'{ds.ids[0]}.png').is_file()
-    if not cams: _label_files(folder, ds, split, 'score')
+    if not cams: _label_files(folder, ds, split, 'score', extra_ok=subset)
     elif missing := [i for i in ds.ids if not (folder/f'{i}.npz').is_file()]:
         raise DataError(f"score: {folder/(missing[0] + '.npz')} missing ({len(missing)} of the {len(ds.ids)} images of split {split!r})")
     if cams and cam_threshold is None:
@@ -459,44 +461,81 @@ def add_import_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
     p.add_argument('--run', default=None); p.add_argument('--out-root', default=None)
     p.add_argument('--out', default=None, help='affinity / spixelnet: the weight file to write')
     p.add_argument('--scn', default=None, help="cls --format msa: MSA's superpixel network file (Q_model_final.pth)")
+    p.add_argument('overrides', nargs='*', help="key=value overrides of CONFIG, as `wsss-nb run` takes them (e.g. method_args.online_maps=false); "
+                                                "the printed next step repeats them")
+    p.add_argument('--no-gt-bound', action='store_true', help="set train_gt_bound=false in the next step: the run does not also train "
+                                                               "DeepLab-v2 on the ground truth (on VOC a second 20k-iteration training)")
     p.set_defaults(func=cmd_import)
     return p
 
 _NEXT = dict(cams='03_make_pseudo 04_train_seg 05_evaluate', pseudo='04_train_seg 05_evaluate', cls='02_make_cams 03_make_pseudo 04_train_seg 05_evaluate',
              deeplab='05_evaluate')
 
+def import_config(config, # the pipeline config (YAML path or dict)
+                  overrides=(), # 'key=value' strings, as `wsss-nb run` takes them
+                  no_gt_bound:bool=False)->dict: # add train_gt_bound=false
+    "The config an import uses: `config` with `overrides` merged (`wsss_nb.cli.apply_overrides`), keys checked before anything is read."
+    from wsss_nb.cli import apply_overrides, valid_keys   # lazy: the command-line module sits above this one
+    from wsss_nb.core import check_keys
+    ovr = list(overrides) + (['train_gt_bound=false'] if no_gt_bound else [])
+    cfg = apply_overrides(_cfg(config), ovr)
+    check_keys(cfg, valid_keys(), where=f"{config}{' + overrides' if ovr else ''}")
+    return cfg
+
+def _record_import(st:Stage, cfg:dict, config, overrides):
+    "`<run>/import.json`: the config each imported stage was made with (`wsss_nb.reproduce.find_runs` reads it for a run not yet continued)."
+    import json
+    f = st.path.parent/'import.json'
+    rec = json.loads(f.read_text()) if f.is_file() else {}
+    rec.update(config={k: v for k, v in cfg.items()}, config_file=str(config), overrides=list(overrides))
+    rec.setdefault('stages', {})[st.path.name] = st.params['params']['imported']
+    save_json(rec, f)
+
 def cmd_import(args)->int: # parsed `wsss-nb import` arguments
-    "Run one importer; prints the stage folder and the command that continues the pipeline."
+    "Run one importer with the config and its overrides; prints the stage folder and the command that continues the pipeline (overrides repeated)."
+    import shlex
+    ovr = list(getattr(args, 'overrides', None) or []) + (['train_gt_bound=false'] if getattr(args, 'no_gt_bound', False) else [])
+    cfg = import_config(args.config, ovr)
     kw = dict(out_root=args.out_root, run=args.run)
     if args.kind in ('cams', 'cls') and not args.format: raise ConfigError(f"wsss-nb import {args.kind} needs --format")
-    if args.kind == 'cams': st = import_cams(args.file, args.format, args.config, **kw)
-    elif args.kind == 'pseudo': st = import_pseudo(args.file, args.config, **kw)
-    elif args.kind == 'cls': st = import_classifier(args.file, args.format, args.config, scn=getattr(args, 'scn', None), **kw)
-    elif args.kind == 'deeplab': st = import_deeplab(args.file, args.config, **kw)
+    if args.kind == 'cams': st = import_cams(args.file, args.format, cfg, **kw)
+    elif args.kind == 'pseudo': st = import_pseudo(args.file, cfg, **kw)
+    elif args.kind == 'cls': st = import_classifier(args.file, args.format, cfg, scn=getattr(args, 'scn', None), **kw)
+    elif args.kind == 'deeplab': st = import_deeplab(args.file, cfg, **kw)
     elif args.kind == 'spixelnet':
-        out = import_spixelnet(args.file, args.out or run_dir(_cfg(args.config).get('out_root', 'outputs'), released_run(_cfg(args.config)), 'imported')/'spixelnet.pth')
-        print(f"[wsss-nb] wrote {out} (a state dict of wsss_nb.methods.msa.SpixelNet)"); return 0
+        out = import_spixelnet(args.file, args.out or run_dir(cfg.get('out_root', 'outputs'), released_run(cfg), 'imported')/'spixelnet.pth')
+        print(f"[wsss-nb] wrote {out} (a state dict of wsss_nb.methods.msa.SpixelNet)\n[wsss-nb] next: set method_args.scn_weights: {out}"); return 0
     else:
-        out = import_affinity(args.file, args.config, args.out)
-        print(f"[wsss-nb] wrote {out}\n[wsss-nb] next: set refiner_args.weights: {out} in {args.config} (a nested key), then run from stage 03"); return 0
+        out = import_affinity(args.file, cfg, args.out)
+        print(f"[wsss-nb] wrote {out}\n[wsss-nb] next: set refiner_args.weights: {out} in {args.config} (a nested key, or the override "
+              f"refiner_args.weights={out}), then run from stage 03"); return 0
+    _record_import(st, cfg, args.config, ovr)
+    run = st.path.parent.name
+    shown = [o for o in ovr if not o.split('=', 1)[0].strip().rstrip(':') in ('run', 'out_root')]
+    if args.out_root: shown.append(f'out_root={args.out_root}')
     print(f"[wsss-nb] {st.path} finished (imported from {args.file})")
-    print(f"[wsss-nb] next: wsss-nb run {args.config} run={st.path.parent.name} --stages {_NEXT[args.kind]}")
+    print(f"[wsss-nb] next: wsss-nb run {args.config} run={run}{''.join(' ' + shlex.quote(o) for o in shown)} --stages {_NEXT[args.kind]}")
+    if '04_train_seg' in _NEXT[args.kind] and cfg.get('train_gt_bound', True):
+        print("[wsss-nb] note: train_gt_bound is true, so stage 04 also trains DeepLab-v2 on the ground truth (the upper bound; on VOC a "
+              "second 20k-iteration training); add train_gt_bound=false (or import with --no-gt-bound) to skip it")
     return 0
 
 def add_score_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
-    "`wsss-nb score FOLDER CONFIG [--split S] [--threshold T] [--json F]`."
+    "`wsss-nb score FOLDER CONFIG [--split S] [--subset] [--threshold T] [--json F]`."
     p = subparsers.add_parser('score', help='per-class and mean IoU of a folder of label PNGs or CAM .npz files')
     p.add_argument('folder'); p.add_argument('config', help='config naming dataset and data_root')
     p.add_argument('--split', default=None, help="default: the config's eval_split")
     p.add_argument('--threshold', type=float, default=None, help='background threshold for CAM files (default: best of a sweep)')
     p.add_argument('--json', default=None, help='also write the scores here')
+    p.add_argument('--subset', action='store_true', help="ignore files of images outside the split (a run's train_aug maps scored on train)")
     p.set_defaults(func=cmd_score)
     return p
 
 def cmd_score(args)->int: # parsed `wsss-nb score` arguments
     "Score a folder and print the per-class table."
     cfg = _cfg(args.config)
-    s = score_folder(args.folder, cfg['dataset'], cfg['data_root'], args.split or cfg.get('eval_split', 'val'), args.threshold)
+    s = score_folder(args.folder, cfg['dataset'], cfg['data_root'], args.split or cfg.get('eval_split', 'val'), args.threshold,
+                     subset=getattr(args, 'subset', False))
     for name, v in (s['per_class'] or {}).items(): print(f"{name:<16} {'—' if v is None else f'{100*v:6.2f}'}")
     print(f"{'mIoU':<16} {100*s['miou']:6.2f}  ({s['n_images']} images of {s['split']}, {s['kind']})")
     if args.json: save_json(s, args.json)
