@@ -18,11 +18,11 @@ from .backbones import get_backbone
 from .metrics import cam_threshold_sweep, ConfusionMeter
 
 # %% auto #0
-__all__ = ['CLS_FORMATS', 'CAM_FORMATS', 'IMPORT_KINDS', 'WEIGHT_KINDS', 'file_sha256', 'map_state_dict', 'released_run',
-           'import_classifier', 'to_original', 'save_original', 'import_affinity', 'import_cams', 'import_pseudo',
-           'import_deeplab', 'score_folder', 'add_import_parser', 'import_config', 'cmd_import', 'add_score_parser',
-           'cmd_score', 'spixelnet_key', 'import_spixelnet', 'WeightsKind', 'identify_weights', 'describe_weights',
-           'expect_weights']
+__all__ = ['CLS_FORMATS', 'WEIGHT_KINDS', 'CAM_FORMATS', 'IMPORT_KINDS', 'file_sha256', 'map_state_dict', 'released_run',
+           'import_classifier', 'to_original', 'save_original', 'WeightsKind', 'identify_weights', 'describe_weights',
+           'expect_weights', 'import_affinity', 'import_cams', 'import_pseudo', 'import_deeplab', 'score_folder',
+           'add_import_parser', 'import_config', 'cmd_import', 'add_score_parser', 'cmd_score', 'spixelnet_key',
+           'import_spixelnet']
 
 # %% ../nbs/10a_importers.ipynb #677ceea5
 def file_sha256(path)->str: # a file, or a folder (hash of its sorted file names and contents)
@@ -257,326 +257,6 @@ def save_original(model:torch.nn.Module, # this library's network of the format'
     return path
 
 
-# %% ../nbs/10a_importers.ipynb #9e457cb5
-def import_affinity(file, # PSA's res38_aff.pth
-                    config, # pipeline config whose refiner is 'rw' (refiner_args: backbone, stride, taps ...)
-                    out=None)->Path: # the `affinity.pt` to write; default `<out_root>/<run>/imported/affinity.pt`
-    """PSA's AffinityNet (jiwoon-ahn/psa `network/resnet38_aff.py`: ResNet-38 keys + `f8_3` (64,512), `f8_4` (128,1024),
-    `f8_5` (256,4096), `f9` (448,448)) as the 'rw' refiner's `affinity.pt`; set `refiner_args.weights` to the returned path."""
-    from wsss_nb.refine import get_refiner
-    cfg = _cfg(config)
-    if cfg.get('refiner') != 'rw': raise ConfigError(f"import affinity: the config's refiner is {cfg.get('refiner')!r}, not 'rw'")
-    ref = get_refiner('rw', **{k: v for k, v in (cfg.get('refiner_args') or {}).items() if k != 'weights'})
-    expect_weights(file, {'psa_aff'}, 'import affinity')
-    net = ref._build(None)
-    rules = [('f8_3.', 'proj.0.'), ('f8_4.', 'proj.1.'), ('f8_5.', 'proj.2.'), ('f9.', 'mix.'), ('', 'backbone.')]
-    sd = map_state_dict(_strip(_read_weights(file)), rules, net.state_dict(), file)
-    net.load_state_dict(sd, strict=False)
-    out = Path(out) if out else run_dir(cfg.get('out_root', 'outputs'), released_run(cfg), 'imported')/'affinity.pt'
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_torch(dict(model=net.state_dict(), params=ref.train_params, hash=None,
-                    imported=dict(kind='affinity:psa', source=str(Path(file).resolve()), sha256=file_sha256(file))), out)
-    return out
-
-# %% ../nbs/10a_importers.ipynb #7ff1129b
-def _image_size(ds, i):
-    if hasattr(ds, 'image_path'):
-        with Image.open(ds.image_path(i)) as im: return im.size[::-1]
-    return ds.load_raw(i)[0].shape[:2]
-
-def _to_image_size(m:np.ndarray, size, f):
-    "(n,h,w) maps at the image size, or at a feature stride s (h = ⌈H/s⌉): upsampled by s and cropped (IRN's geometry)."
-    H, W = size
-    if m.shape[1:] == (H, W): return m
-    for s in (2, 4, 8, 16, 32):
-        if m.shape[1:] == (-(-H // s), -(-W // s)):
-            up = F.interpolate(torch.from_numpy(np.ascontiguousarray(m, np.float32))[None], scale_factor=s, mode='bilinear', align_corners=False)[0]
-            return up[:, :H, :W].numpy()
-    raise DataError(f"{f}: maps are {m.shape[1:]}, the image is {(H, W)} (nor ⌈H/s⌉×⌈W/s⌉ for a stride s in 2..32)")
-
-def _read_cam_file(fmt, folder, i, keys):
-    "{class: map} of one image in a released CAM format."
-    if fmt == 'png':
-        out = {}
-        for c in keys:
-            f = folder/f'{i}_{c}.png'
-            if not f.is_file(): raise DataError(f"{f}: missing (image {i} has class {c}; files are <id>_<class>.png)")
-            out[int(c)] = np.asarray(Image.open(f).convert('L'), np.float32)/255.
-        return out, folder/f'{i}_{keys[0]}.png' if len(keys) else folder
-    f = folder/f'{i}.npy'
-    if not f.is_file(): raise DataError(f"{f}: missing (one .npy per image of the split)")
-    d = np.load(f, allow_pickle=True)
-    d = d.item() if d.dtype == object and d.shape == () else d
-    if not isinstance(d, dict): raise DataError(f"{f}: expected a pickled dict, got {type(d).__name__}")
-    if fmt == 'irn':
-        if 'keys' not in d or not ({'high_res', 'cam'} & set(d)): raise DataError(f"{f}: expected IRN keys 'keys' and 'high_res' (or 'cam'), got {sorted(map(str, d))}")
-        m = np.asarray(d['high_res'] if 'high_res' in d else d['cam'], np.float32)
-        k = [int(x) for x in np.asarray(d['keys']).reshape(-1)]
-        if m.ndim != 3 or m.shape[0] != len(k): raise DataError(f"{f}: maps {m.shape} do not match keys {k}")
-        return dict(zip(k, m)), f
-    return {int(c): np.asarray(v, np.float32) for c, v in d.items()}, f   # psa / sccam: {class: HxW}
-
-CAM_FORMATS = {'png': "one grayscale PNG per image and class, `<id>_<c>.png`, map×255 (PengtaoJiang/L2G `scripts/test_l2g_voc.py --save_dir`, Group-WSSS, WSSS-BED; c = 0-based foreground class)",
-               'psa': "jiwoon-ahn/psa `infer_cls.py` / SC-CAM: `<id>.npy`, a pickled dict {0-based foreground class: HxW float}",
-               'irn': "jiwoon-ahn/irn `step/make_cam.py`: `<id>.npy`, dict with 'keys' (0-based foreground classes), 'cam' (stride 4) and 'high_res' (image size)"}
-
-# %% ../nbs/10a_importers.ipynb #2e64217f
-def import_cams(folder, # released CAM folder
-                fmt:str, # one of `CAM_FORMATS`
-                config, # pipeline config: dataset, data_root, train_split, run, out_root
-                out_root=None, run=None, split=None, progress:bool=False)->Stage:
-    "A finished `cams/` stage from a released CAM folder (formats in `CAM_FORMATS`), scored like stage 02; stage 03 then runs on it."
-    from wsss_nb.stages.make_cams import _cam_samples
-    from wsss_nb.cam import normalize_cams
-    from wsss_nb import viz
-    if fmt not in CAM_FORMATS: raise ConfigError(f"import cams: unknown format {fmt!r}; known: {', '.join(CAM_FORMATS)}")
-    cfg, folder = _cfg(config), Path(folder)
-    if not folder.exists(): raise DataError(f"import cams: folder not found: {folder}")
-    expect_weights(folder, {f'cams:{fmt}'}, f'import cams --format {fmt}')   # a folder of another layout (or a file): say which
-    ds, split = _ds(cfg, split=split)
-    if ds.labels is None: raise DataError(f"import cams: split {split!r} of {cfg['data_root']} has no image-level labels to key the maps by")
-    ids = set(ds.ids)
-    stems = {p.stem.rsplit('_', 1)[0] if fmt == 'png' else p.stem for p in folder.iterdir() if p.suffix in ('.png', '.npy')}
-    if extra := sorted(stems - ids): raise DataError(f"import cams: {folder} has maps for {len(extra)} image(s) not in split {split!r}, e.g. {extra[0]!r}")
-    st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'cams', f'cams:{fmt}', folder, dict(split=split))
-    st.begin(); t0 = time.time()
-    for i in ds.ids:
-        keys = np.flatnonzero(ds.labels[i])
-        maps, f = _read_cam_file(fmt, folder, i, keys)
-        if lacking := [int(c) for c in keys if int(c) not in maps]: raise DataError(f"{f}: no map for class {lacking[0]} of image {i} (classes {keys.tolist()})")
-        m = np.stack([maps[int(c)] for c in keys]) if len(keys) else np.zeros((0, *_image_size(ds, i)), np.float32)
-        m = np.clip(np.nan_to_num(_to_image_size(m, _image_size(ds, i), f)), 0, None)
-        if m.size and m.max() > 1: m = normalize_cams(m)
-        save_cams(st.path/f'{i}.npz', m, keys)
-    summary = dict(imported=st.params['params']['imported'], n_images=len(ds), time_s=time.time()-t0, cam_miou=None, best_threshold=None)
-    if getattr(ds, 'has_masks', True):
-        sweep = cam_threshold_sweep(_cam_samples(st.path, ds), ds.num_classes)
-        save_json(sweep, st.path/'scores.json')
-        viz.save_figure(viz.plot_threshold_curve(sweep['thresholds'], sweep['mious'], best=sweep['best_threshold']), st.path/'threshold.png')
-        summary.update(cam_miou=sweep['best_miou'], best_threshold=sweep['best_threshold'])
-    st.finish(summary)
-    return st
-
-# %% ../nbs/10a_importers.ipynb #6a8c80c9
-def _check_labels(lab, size, num_classes, f):
-    if lab.shape != tuple(size): raise DataError(f"{f}: label map is {lab.shape}, the image is {tuple(size)}")
-    if bad := sorted(set(np.unique(lab).tolist()) - set(range(num_classes)) - {255}):
-        raise DataError(f"{f}: label value {bad[0]} is not a class (0..{num_classes-1}) or 255")
-
-def _label_files(folder, ds, split, what, extra_ok=False):
-    folder = Path(folder)
-    if not folder.is_dir(): raise DataError(f"{what}: folder not found: {folder}")
-    if not extra_ok and (extra := sorted({p.stem for p in folder.glob('*.png')} - set(ds.ids))):
-        raise DataError(f"{what}: {folder} has {len(extra)} file(s) for images not in split {split!r}, e.g. {extra[0]}.png")
-    if missing := [i for i in ds.ids if not (folder/f'{i}.png').is_file()]:
-        raise DataError(f"{what}: {folder/(missing[0] + '.png')} missing ({len(missing)} of the {len(ds.ids)} images of split {split!r})")
-    return folder
-
-def import_pseudo(folder, # folder of `<id>.png` label maps (palette or grayscale, 255 = ignore)
-                  config, out_root=None, run=None, split=None)->Stage:
-    "A finished `pseudo/` stage (labels/ = the released PNGs, checked), scored against the masks when the split has them; stage 04 then runs."
-    cfg = _cfg(config); ds, split = _ds(cfg, split=split)
-    if Path(folder).exists(): expect_weights(folder, {'labels:png'}, 'import pseudo')   # CAM PNGs or a weight file: say which
-    folder = _label_files(folder, ds, split, 'import pseudo')
-    st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'pseudo', 'pseudo:png', folder, dict(split=split))
-    st.begin(); (st.path/'labels').mkdir(exist_ok=True)
-    meter = ConfusionMeter(ds.num_classes); scored = getattr(ds, 'has_masks', True)
-    for i in ds.ids:
-        f = folder/f'{i}.png'; lab = load_mask(f)
-        _check_labels(lab, _image_size(ds, i), ds.num_classes, f)
-        save_mask(lab, st.path/'labels'/f'{i}.png')
-        if scored: meter.update(lab, ds.load_raw(i)[1])
-    miou = meter.scores()['miou'] if scored else None
-    st.finish(dict(imported=st.params['params']['imported'], miou_before=miou, miou_after=miou, bg_threshold=None, refiner='imported'))
-    return st
-
-# %% ../nbs/10a_importers.ipynb #ea250f57
-def import_deeplab(file, # a DeepLab-v2 checkpoint
-                   config, # pipeline config: seg_backbone, seg_output_stride, seg_rates, seg_msc, seg_neck
-                   out_root=None, run=None)->Stage:
-    """A finished `seg_pseudo/` stage from a DeepLab-v2 state dict; stage 05 then scores it. With `seg_backbone: deeplab_resnet101`
-    it reads kazuto1011/deeplab-pytorch's trained `deeplabv2_resnet101_msc-vocaug-20000.pth` as saved (`DeepLabV2_ResNet101_MSC`:
-    `base.layer1.conv1.conv.weight` … `base.aspp.c3.bias`; a `base.`-less file onto `seg_msc: false`); otherwise a state dict of
-    this library's own `build_deeplab` network. A `module.` prefix (DataParallel) is dropped."""
-    from wsss_nb import deeplab
-    cfg = _cfg(config); ds, _ = _ds(cfg, 'eval_split')
-    bb = cfg.get('seg_backbone', 'resnet101')
-    neck = cfg.get('seg_neck'); neck = deeplab.DEFAULT_NECK.get(bb, 0) if neck is None else int(neck)
-    kw = dict(output_stride=cfg.get('seg_output_stride', 8), rates=tuple(cfg.get('seg_rates', (6, 12, 18, 24))), msc=cfg.get('seg_msc', True), neck=neck)
-    expect_weights(file, {'deeplab_trained', 'largefov', 'wsss_stage'}, 'import deeplab')   # e.g. the COCO init: it belongs in seg_pretrained
-    model = deeplab.build_deeplab(bb, ds.num_classes, pretrained=None, **kw)
-    raw = _read_weights(file)
-    raw = _strip(raw.get('model', raw.get('state_dict', raw)))
-    own = model.state_dict()
-    if any(k.startswith('base.') for k in raw) and not any(k.startswith('base.') for k in own): raw = _strip(raw, 'base.')
-    model.load_state_dict(map_state_dict(raw, [('', '')], model.state_dict(), file), strict=False)
-    st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'seg_pseudo', 'seg:deeplab', file)
-    st.begin()
-    meta = dict(backbone=bb, num_classes=ds.num_classes, class_names=ds.class_names, labels='pseudo', **dict(kw, rates=list(kw['rates'])))
-    save_torch(dict(model=model.state_dict(), meta=meta), st.path/'model.pt')
-    st.finish(dict(imported=st.params['params']['imported'], final_loss=None, steps=0, train_time_s=0., peak_mem_mb=0.))
-    return st
-
-# %% ../nbs/10a_importers.ipynb #78f4ecae
-def score_folder(folder, # `<id>.png` label maps, or `<id>.npz` CAM files (`wsss_nb.cam.save_cams`)
-                 dataset:str, data_root, split:str='val', # the split whose masks score them
-                 cam_threshold:float=None, # background threshold for CAM files (None: sweep and take the best)
-                 ignore_pred:bool=False, # drop predicted 255 instead of counting a miss
-                 subset:bool=False)->dict: # ignore files of images outside the split (e.g. a run's train_aug maps scored on train)
-    "Per-class and mean IoU of a folder of predictions against a split's masks (every image of the split must have one)."
-    from wsss_nb.pseudo import threshold_labels
-    folder, ds = Path(folder), get_dataset(dataset, data_root, split)
-    cams = bool(ds.ids) and (folder/f'{ds.ids[0]}.npz').is_file() and not (folder/f'{ds.ids[0]}.png').is_file()
-    if not cams: _label_files(folder, ds, split, 'score', extra_ok=subset)
-    elif missing := [i for i in ds.ids if not (folder/f'{i}.npz').is_file()]:
-        raise DataError(f"score: {folder/(missing[0] + '.npz')} missing ({len(missing)} of the {len(ds.ids)} images of split {split!r})")
-    if cams and cam_threshold is None:
-        from wsss_nb.stages.make_cams import _cam_samples
-        sweep = cam_threshold_sweep(_cam_samples(folder, ds), ds.num_classes, class_names=ds.class_names)
-        cam_threshold = sweep['best_threshold']
-    meter = ConfusionMeter(ds.num_classes, ignore_pred=ignore_pred)
-    for i in ds.ids:
-        gt = ds.load_raw(i)[1]
-        if cams:
-            keys, m = load_cams(folder/f'{i}.npz')
-            if m.shape[1:] != gt.shape: raise DataError(f"{folder/(i + '.npz')}: maps are {m.shape[1:]}, the mask is {gt.shape}")
-            pred = threshold_labels(m, keys, cam_threshold)
-        else:
-            pred = load_mask(folder/f'{i}.png'); _check_labels(pred, gt.shape, ds.num_classes, folder/f'{i}.png')
-        meter.update(pred, gt)
-    s = meter.scores(ds.class_names)
-    return dict(miou=s['miou'], per_class=s.get('per_class'), n_images=len(ds.ids), split=split,
-                kind='cams' if cams else 'labels', cam_threshold=cam_threshold if cams else None)
-
-# %% ../nbs/10a_importers.ipynb #635c7478
-IMPORT_KINDS = ('cams', 'pseudo', 'cls', 'affinity', 'deeplab', 'spixelnet')
-
-def add_import_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
-    "`wsss-nb import KIND FILE CONFIG [--format F] [--run R] [--out-root D] [--out P] [--scn Q]`."
-    p = subparsers.add_parser('import', help="turn an author's released file into a finished stage of a run")
-    p.add_argument('kind', choices=IMPORT_KINDS, help='cams -> cams/, pseudo -> pseudo/, cls -> cls/, affinity -> rw weights, deeplab -> seg_pseudo/')
-    p.add_argument('file', help='the released file or folder')
-    p.add_argument('config', help='the pipeline config the run uses')
-    p.add_argument('--format', default=None, help=f"cams: {', '.join(CAM_FORMATS)}; cls: {', '.join(CLS_FORMATS)}")
-    p.add_argument('--run', default=None); p.add_argument('--out-root', default=None)
-    p.add_argument('--out', default=None, help='affinity / spixelnet: the weight file to write')
-    p.add_argument('--scn', default=None, help="cls --format msa: MSA's superpixel network file (Q_model_final.pth)")
-    p.add_argument('overrides', nargs='*', help="key=value overrides of CONFIG, as `wsss-nb run` takes them (e.g. method_args.online_maps=false); "
-                                                "the printed next step repeats them")
-    p.add_argument('--no-gt-bound', action='store_true', help="set train_gt_bound=false in the next step: the run does not also train "
-                                                               "DeepLab-v2 on the ground truth (on VOC a second 20k-iteration training)")
-    p.set_defaults(func=cmd_import)
-    return p
-
-_NEXT = dict(cams='03_make_pseudo 04_train_seg 05_evaluate', pseudo='04_train_seg 05_evaluate', cls='02_make_cams 03_make_pseudo 04_train_seg 05_evaluate',
-             deeplab='05_evaluate')
-
-def import_config(config, # the pipeline config (YAML path or dict)
-                  overrides=(), # 'key=value' strings, as `wsss-nb run` takes them
-                  no_gt_bound:bool=False)->dict: # add train_gt_bound=false
-    "The config an import uses: `config` with `overrides` merged (`wsss_nb.cli.apply_overrides`), keys checked before anything is read."
-    from wsss_nb.cli import apply_overrides, valid_keys   # lazy: the command-line module sits above this one
-    from wsss_nb.core import check_keys
-    ovr = list(overrides) + (['train_gt_bound=false'] if no_gt_bound else [])
-    cfg = apply_overrides(_cfg(config), ovr)
-    check_keys(cfg, valid_keys(), where=f"{config}{' + overrides' if ovr else ''}")
-    return cfg
-
-def _record_import(st:Stage, cfg:dict, config, overrides):
-    "`<run>/import.json`: the config each imported stage was made with (`wsss_nb.reproduce.find_runs` reads it for a run not yet continued)."
-    import json
-    f = st.path.parent/'import.json'
-    rec = json.loads(f.read_text()) if f.is_file() else {}
-    rec.update(config={k: v for k, v in cfg.items()}, config_file=str(config), overrides=list(overrides))
-    rec.setdefault('stages', {})[st.path.name] = st.params['params']['imported']
-    save_json(rec, f)
-
-def cmd_import(args)->int: # parsed `wsss-nb import` arguments
-    "Run one importer with the config and its overrides; prints the stage folder and the command that continues the pipeline (overrides repeated)."
-    import shlex
-    ovr = list(getattr(args, 'overrides', None) or []) + (['train_gt_bound=false'] if getattr(args, 'no_gt_bound', False) else [])
-    cfg = import_config(args.config, ovr)
-    kw = dict(out_root=args.out_root, run=args.run)
-    if args.kind in ('cams', 'cls') and not args.format: raise ConfigError(f"wsss-nb import {args.kind} needs --format")
-    if args.kind == 'cams': st = import_cams(args.file, args.format, cfg, **kw)
-    elif args.kind == 'pseudo': st = import_pseudo(args.file, cfg, **kw)
-    elif args.kind == 'cls': st = import_classifier(args.file, args.format, cfg, scn=getattr(args, 'scn', None), **kw)
-    elif args.kind == 'deeplab': st = import_deeplab(args.file, cfg, **kw)
-    elif args.kind == 'spixelnet':
-        out = import_spixelnet(args.file, args.out or run_dir(cfg.get('out_root', 'outputs'), released_run(cfg), 'imported')/'spixelnet.pth')
-        print(f"[wsss-nb] wrote {out} (a state dict of wsss_nb.methods.msa.SpixelNet)\n[wsss-nb] next: set method_args.scn_weights: {out}"); return 0
-    else:
-        out = import_affinity(args.file, cfg, args.out)
-        print(f"[wsss-nb] wrote {out}\n[wsss-nb] next: set refiner_args.weights: {out} in {args.config} (a nested key, or the override "
-              f"refiner_args.weights={out}), then run from stage 03"); return 0
-    _record_import(st, cfg, args.config, ovr)
-    run = st.path.parent.name
-    shown = [o for o in ovr if not o.split('=', 1)[0].strip().rstrip(':') in ('run', 'out_root')]
-    if args.out_root: shown.append(f'out_root={args.out_root}')
-    print(f"[wsss-nb] {st.path} finished (imported from {args.file})")
-    print(f"[wsss-nb] next: wsss-nb run {args.config} run={run}{''.join(' ' + shlex.quote(o) for o in shown)} --stages {_NEXT[args.kind]}")
-    if '04_train_seg' in _NEXT[args.kind] and cfg.get('train_gt_bound', True):
-        print("[wsss-nb] note: train_gt_bound is true, so stage 04 also trains DeepLab-v2 on the ground truth (the upper bound; on VOC a "
-              "second 20k-iteration training); add train_gt_bound=false (or import with --no-gt-bound) to skip it")
-    return 0
-
-def add_score_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
-    "`wsss-nb score FOLDER CONFIG [--split S] [--subset] [--threshold T] [--json F]`."
-    p = subparsers.add_parser('score', help='per-class and mean IoU of a folder of label PNGs or CAM .npz files')
-    p.add_argument('folder'); p.add_argument('config', help='config naming dataset and data_root')
-    p.add_argument('--split', default=None, help="default: the config's eval_split")
-    p.add_argument('--threshold', type=float, default=None, help='background threshold for CAM files (default: best of a sweep)')
-    p.add_argument('--json', default=None, help='also write the scores here')
-    p.add_argument('--subset', action='store_true', help="ignore files of images outside the split (a run's train_aug maps scored on train)")
-    p.set_defaults(func=cmd_score)
-    return p
-
-def cmd_score(args)->int: # parsed `wsss-nb score` arguments
-    "Score a folder and print the per-class table."
-    cfg = _cfg(args.config)
-    s = score_folder(args.folder, cfg['dataset'], cfg['data_root'], args.split or cfg.get('eval_split', 'val'), args.threshold,
-                     subset=getattr(args, 'subset', False))
-    for name, v in (s['per_class'] or {}).items(): print(f"{name:<16} {'—' if v is None else f'{100*v:6.2f}'}")
-    print(f"{'mIoU':<16} {100*s['miou']:6.2f}  ({s['n_images']} images of {s['split']}, {s['kind']})")
-    if args.json: save_json(s, args.json)
-    return 0
-
-# %% ../nbs/10a_importers.ipynb #513f5a12
-def spixelnet_key(k:str)->str|None: # a key of fuy34/superpixel_fcn's SpixelNet1l_bn state dict
-    "The `wsss_nb.methods.msa.SpixelNet` key of a SpixelNet1l_bn key (same layers, other names); None for `pred_mask1-3`, which its forward never uses."
-    import re
-    name, _, rest = k.partition('.')
-    if m := re.fullmatch(r'conv(\d)([ab])', name): return f"enc.{m[1]}.{'ab'.index(m[2])}.{rest}"
-    if m := re.fullmatch(r'conv(\d)_1', name): return f'fuse.{m[1]}.{rest}'
-    if m := re.fullmatch(r'deconv(\d)', name): return f'deconv.{m[1]}.{rest}'
-    if name == 'pred_mask0': return f'pred.{rest}'
-    if re.fullmatch(r'pred_mask[123]', name): return None
-    return f'?{k}'
-
-def import_spixelnet(file, # MSA's / superpixel_fcn's released SpixelNet1l_bn checkpoint ({'state_dict': …} or a bare state dict)
-                     out)->Path: # the `.pth` to write: a state dict of `wsss_nb.methods.msa.SpixelNet`
-    """fuy34/superpixel_fcn `models/Spixel_single_layer.py` SpixelNet1l_bn (100 keys: `conv0a.0.weight` … `conv4b`, `deconv0-3`,
-    `conv0_1-3_1`, `pred_mask0-3`) → this library's `SpixelNet` (94 keys: `pred_mask1-3` are unused there and dropped)."""
-    from wsss_nb.methods.msa import SpixelNet
-    expect_weights(file, {'spixelnet'}, 'import spixelnet')
-    raw = _read_weights(file); raw = _strip(raw.get('state_dict', raw))
-    sd, names = {}, {}
-    for k, v in raw.items():
-        new = spixelnet_key(k)
-        if new is None: continue
-        if new.startswith('?'): raise DataError(f"{file}: key {k!r} is not a SpixelNet1l_bn key")
-        sd[new] = v; names[new] = k
-    net = SpixelNet()
-    try: sd = map_state_dict(sd, [('', '')], net.state_dict(), file)
-    except DataError as e:   # name the file's own key, not ours
-        msg = str(e)
-        for ours, theirs in names.items(): msg = msg.replace(f"key {ours!r}", f"key {theirs!r}")
-        raise DataError(msg) from None
-    net.load_state_dict(sd, strict=False)
-    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-    save_torch(net.state_dict(), out)
-    return out
-
 # %% ../nbs/10a_importers.ipynb #ceeadccb
 class WeightsKind(NamedTuple):
     "What `identify_weights` found: `kind` (a key of `WEIGHT_KINDS`), `what` the file is, `where` it belongs (a command or a config slot), `container` ('PyTorch', 'MXNet', 'Caffe', 'PNG', 'NumPy', 'folder' or 'unknown')."
@@ -717,3 +397,327 @@ def expect_weights(path, # the file or folder given
     k = identify_weights(path)
     if k.kind in kinds or k.kind in ('pytorch', 'unknown'): return k   # no known layout: the loader's own check names the problem
     raise error(f"{slot}: {path} is {k.what}; it belongs: {k.where}")
+
+# %% ../nbs/10a_importers.ipynb #9e457cb5
+def import_affinity(file, # PSA's res38_aff.pth
+                    config, # pipeline config whose refiner is 'rw' (refiner_args: backbone, stride, taps ...)
+                    out=None)->Path: # the `affinity.pt` to write; default `<out_root>/<run>/imported/affinity.pt`
+    """PSA's AffinityNet (jiwoon-ahn/psa `network/resnet38_aff.py`: ResNet-38 keys + `f8_3` (64,512), `f8_4` (128,1024),
+    `f8_5` (256,4096), `f9` (448,448)) as the 'rw' refiner's `affinity.pt`; set `refiner_args.weights` to the returned path."""
+    from wsss_nb.refine import get_refiner
+    cfg = _cfg(config)
+    if cfg.get('refiner') != 'rw': raise ConfigError(f"import affinity: the config's refiner is {cfg.get('refiner')!r}, not 'rw'")
+    ref = get_refiner('rw', **{k: v for k, v in (cfg.get('refiner_args') or {}).items() if k != 'weights'})
+    expect_weights(file, {'psa_aff'}, 'import affinity')
+    net = ref._build(None)
+    rules = [('f8_3.', 'proj.0.'), ('f8_4.', 'proj.1.'), ('f8_5.', 'proj.2.'), ('f9.', 'mix.'), ('', 'backbone.')]
+    sd = map_state_dict(_strip(_read_weights(file)), rules, net.state_dict(), file)
+    net.load_state_dict(sd, strict=False)
+    out = Path(out) if out else run_dir(cfg.get('out_root', 'outputs'), released_run(cfg), 'imported')/'affinity.pt'
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_torch(dict(model=net.state_dict(), params=ref.train_params, hash=None,
+                    imported=dict(kind='affinity:psa', source=str(Path(file).resolve()), sha256=file_sha256(file))), out)
+    return out
+
+# %% ../nbs/10a_importers.ipynb #7ff1129b
+def _image_size(ds, i):
+    if hasattr(ds, 'image_path'):
+        with Image.open(ds.image_path(i)) as im: return im.size[::-1]
+    return ds.load_raw(i)[0].shape[:2]
+
+def _to_image_size(m:np.ndarray, size, f):
+    "(n,h,w) maps at the image size, or at a feature stride s (h = ⌈H/s⌉): upsampled by s and cropped (IRN's geometry)."
+    H, W = size
+    if m.shape[1:] == (H, W): return m
+    for s in (2, 4, 8, 16, 32):
+        if m.shape[1:] == (-(-H // s), -(-W // s)):
+            up = F.interpolate(torch.from_numpy(np.ascontiguousarray(m, np.float32))[None], scale_factor=s, mode='bilinear', align_corners=False)[0]
+            return up[:, :H, :W].numpy()
+    raise DataError(f"{f}: maps are {m.shape[1:]}, the image is {(H, W)} (nor ⌈H/s⌉×⌈W/s⌉ for a stride s in 2..32)")
+
+def _read_cam_file(fmt, folder, i, keys):
+    "{class: map} of one image in a released CAM format."
+    if fmt == 'png':
+        out = {}
+        for c in keys:
+            f = folder/f'{i}_{c}.png'
+            if not f.is_file(): raise DataError(f"{f}: missing (image {i} has class {c}; files are <id>_<class>.png)")
+            out[int(c)] = np.asarray(Image.open(f).convert('L'), np.float32)/255.
+        return out, folder/f'{i}_{keys[0]}.png' if len(keys) else folder
+    f = folder/f'{i}.npy'
+    if not f.is_file(): raise DataError(f"{f}: missing (one .npy per image of the split)")
+    d = np.load(f, allow_pickle=True)
+    d = d.item() if d.dtype == object and d.shape == () else d
+    if not isinstance(d, dict): raise DataError(f"{f}: expected a pickled dict, got {type(d).__name__}")
+    if fmt == 'irn':
+        if 'keys' not in d or not ({'high_res', 'cam'} & set(d)): raise DataError(f"{f}: expected IRN keys 'keys' and 'high_res' (or 'cam'), got {sorted(map(str, d))}")
+        m = np.asarray(d['high_res'] if 'high_res' in d else d['cam'], np.float32)
+        k = [int(x) for x in np.asarray(d['keys']).reshape(-1)]
+        if m.ndim != 3 or m.shape[0] != len(k): raise DataError(f"{f}: maps {m.shape} do not match keys {k}")
+        return dict(zip(k, m)), f
+    return {int(c): np.asarray(v, np.float32) for c, v in d.items()}, f   # psa / sccam: {class: HxW}
+
+CAM_FORMATS = {'png': "one grayscale PNG per image and class, `<id>_<c>.png`, map×255 (PengtaoJiang/L2G `scripts/test_l2g_voc.py --save_dir`, Group-WSSS, WSSS-BED; c = 0-based foreground class)",
+               'psa': "jiwoon-ahn/psa `infer_cls.py` / SC-CAM: `<id>.npy`, a pickled dict {0-based foreground class: HxW float}",
+               'irn': "jiwoon-ahn/irn `step/make_cam.py`: `<id>.npy`, dict with 'keys' (0-based foreground classes), 'cam' (stride 4) and 'high_res' (image size)"}
+
+# %% ../nbs/10a_importers.ipynb #2e64217f
+def import_cams(folder, # released CAM folder
+                fmt:str, # one of `CAM_FORMATS`
+                config, # pipeline config: dataset, data_root, train_split, run, out_root
+                out_root=None, run=None, split=None, progress:bool=False,
+                subset:bool=False)->Stage: # ignore maps of images outside the split (a train_aug folder imported for train)
+    "A finished `cams/` stage from a released CAM folder (formats in `CAM_FORMATS`), scored like stage 02; stage 03 then runs on it."
+    from wsss_nb.stages.make_cams import _cam_samples
+    from wsss_nb.cam import normalize_cams
+    from wsss_nb import viz
+    if fmt not in CAM_FORMATS: raise ConfigError(f"import cams: unknown format {fmt!r}; known: {', '.join(CAM_FORMATS)}")
+    cfg, folder = _cfg(config), Path(folder)
+    if not folder.exists(): raise DataError(f"import cams: folder not found: {folder}")
+    expect_weights(folder, {f'cams:{fmt}'}, f'import cams --format {fmt}')   # a folder of another layout (or a file): say which
+    ds, split = _ds(cfg, split=split)
+    if ds.labels is None: raise DataError(f"import cams: split {split!r} of {cfg['data_root']} has no image-level labels to key the maps by")
+    ids = set(ds.ids)
+    stems = {p.stem.rsplit('_', 1)[0] if fmt == 'png' else p.stem for p in folder.iterdir() if p.suffix in ('.png', '.npy')}
+    if not subset and (extra := sorted(stems - ids)): raise DataError(f"import cams: {folder} has maps for {len(extra)} image(s) not in split {split!r}, e.g. {extra[0]!r}")
+    st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'cams', f'cams:{fmt}', folder, dict(split=split))
+    st.begin(); t0 = time.time()
+    for i in ds.ids:
+        keys = np.flatnonzero(ds.labels[i])
+        maps, f = _read_cam_file(fmt, folder, i, keys)
+        if lacking := [int(c) for c in keys if int(c) not in maps]: raise DataError(f"{f}: no map for class {lacking[0]} of image {i} (classes {keys.tolist()})")
+        m = np.stack([maps[int(c)] for c in keys]) if len(keys) else np.zeros((0, *_image_size(ds, i)), np.float32)
+        m = np.clip(np.nan_to_num(_to_image_size(m, _image_size(ds, i), f)), 0, None)
+        if m.size and m.max() > 1: m = normalize_cams(m)
+        save_cams(st.path/f'{i}.npz', m, keys)
+    summary = dict(imported=st.params['params']['imported'], n_images=len(ds), time_s=time.time()-t0, cam_miou=None, best_threshold=None)
+    if getattr(ds, 'has_masks', True):
+        sweep = cam_threshold_sweep(_cam_samples(st.path, ds), ds.num_classes)
+        save_json(sweep, st.path/'scores.json')
+        viz.save_figure(viz.plot_threshold_curve(sweep['thresholds'], sweep['mious'], best=sweep['best_threshold']), st.path/'threshold.png')
+        summary.update(cam_miou=sweep['best_miou'], best_threshold=sweep['best_threshold'])
+    st.finish(summary)
+    return st
+
+# %% ../nbs/10a_importers.ipynb #6a8c80c9
+def _check_labels(lab, size, num_classes, f):
+    if lab.shape != tuple(size): raise DataError(f"{f}: label map is {lab.shape}, the image is {tuple(size)}")
+    if bad := sorted(set(np.unique(lab).tolist()) - set(range(num_classes)) - {255}):
+        raise DataError(f"{f}: label value {bad[0]} is not a class (0..{num_classes-1}) or 255")
+
+def _label_files(folder, ds, split, what, extra_ok=False):
+    folder = Path(folder)
+    if not folder.is_dir(): raise DataError(f"{what}: folder not found: {folder}")
+    if not extra_ok and (extra := sorted({p.stem for p in folder.glob('*.png')} - set(ds.ids))):
+        raise DataError(f"{what}: {folder} has {len(extra)} file(s) for images not in split {split!r}, e.g. {extra[0]}.png")
+    if missing := [i for i in ds.ids if not (folder/f'{i}.png').is_file()]:
+        raise DataError(f"{what}: {folder/(missing[0] + '.png')} missing ({len(missing)} of the {len(ds.ids)} images of split {split!r})")
+    return folder
+
+def import_pseudo(folder, # folder of `<id>.png` label maps (palette or grayscale, 255 = ignore)
+                  config, out_root=None, run=None, split=None,
+                  subset:bool=False)->Stage: # ignore labels of images outside the split
+    "A finished `pseudo/` stage (labels/ = the released PNGs, checked), scored against the masks when the split has them; stage 04 then runs."
+    cfg = _cfg(config); ds, split = _ds(cfg, split=split)
+    if Path(folder).exists(): expect_weights(folder, {'labels:png'}, 'import pseudo')   # CAM PNGs or a weight file: say which
+    folder = _label_files(folder, ds, split, 'import pseudo', extra_ok=subset)
+    st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'pseudo', 'pseudo:png', folder, dict(split=split))
+    st.begin(); (st.path/'labels').mkdir(exist_ok=True)
+    meter = ConfusionMeter(ds.num_classes); scored = getattr(ds, 'has_masks', True)
+    for i in ds.ids:
+        f = folder/f'{i}.png'; lab = load_mask(f)
+        _check_labels(lab, _image_size(ds, i), ds.num_classes, f)
+        save_mask(lab, st.path/'labels'/f'{i}.png')
+        if scored: meter.update(lab, ds.load_raw(i)[1])
+    miou = meter.scores()['miou'] if scored else None
+    st.finish(dict(imported=st.params['params']['imported'], miou_before=miou, miou_after=miou, bg_threshold=None, refiner='imported'))
+    return st
+
+# %% ../nbs/10a_importers.ipynb #ea250f57
+def import_deeplab(file, # a DeepLab-v2 checkpoint
+                   config, # pipeline config: seg_backbone, seg_output_stride, seg_rates, seg_msc, seg_neck
+                   out_root=None, run=None)->Stage:
+    """A finished `seg_pseudo/` stage from a DeepLab-v2 state dict; stage 05 then scores it. With `seg_backbone: deeplab_resnet101`
+    it reads kazuto1011/deeplab-pytorch's trained `deeplabv2_resnet101_msc-vocaug-20000.pth` as saved (`DeepLabV2_ResNet101_MSC`:
+    `base.layer1.conv1.conv.weight` … `base.aspp.c3.bias`; a `base.`-less file onto `seg_msc: false`); otherwise a state dict of
+    this library's own `build_deeplab` network. A `module.` prefix (DataParallel) is dropped."""
+    from wsss_nb import deeplab
+    cfg = _cfg(config); ds, _ = _ds(cfg, 'eval_split')
+    bb = cfg.get('seg_backbone', 'resnet101')
+    neck = cfg.get('seg_neck'); neck = deeplab.DEFAULT_NECK.get(bb, 0) if neck is None else int(neck)
+    kw = dict(output_stride=cfg.get('seg_output_stride', 8), rates=tuple(cfg.get('seg_rates', (6, 12, 18, 24))), msc=cfg.get('seg_msc', True), neck=neck)
+    expect_weights(file, {'deeplab_trained', 'largefov', 'wsss_stage'}, 'import deeplab')   # e.g. the COCO init: it belongs in seg_pretrained
+    model = deeplab.build_deeplab(bb, ds.num_classes, pretrained=None, **kw)
+    raw = _read_weights(file)
+    raw = _strip(raw.get('model', raw.get('state_dict', raw)))
+    own = model.state_dict()
+    if any(k.startswith('base.') for k in raw) and not any(k.startswith('base.') for k in own): raw = _strip(raw, 'base.')
+    model.load_state_dict(map_state_dict(raw, [('', '')], model.state_dict(), file), strict=False)
+    st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'seg_pseudo', 'seg:deeplab', file)
+    st.begin()
+    meta = dict(backbone=bb, num_classes=ds.num_classes, class_names=ds.class_names, labels='pseudo', **dict(kw, rates=list(kw['rates'])))
+    save_torch(dict(model=model.state_dict(), meta=meta), st.path/'model.pt')
+    st.finish(dict(imported=st.params['params']['imported'], final_loss=None, steps=0, train_time_s=0., peak_mem_mb=0.))
+    return st
+
+# %% ../nbs/10a_importers.ipynb #78f4ecae
+def score_folder(folder, # `<id>.png` label maps, or `<id>.npz` CAM files (`wsss_nb.cam.save_cams`)
+                 dataset:str, data_root, split:str='val', # the split whose masks score them
+                 cam_threshold:float=None, # background threshold for CAM files (None: sweep and take the best)
+                 ignore_pred:bool=False, # drop predicted 255 instead of counting a miss
+                 subset:bool=False)->dict: # ignore files of images outside the split (e.g. a run's train_aug maps scored on train)
+    "Per-class and mean IoU of a folder of predictions against a split's masks (every image of the split must have one)."
+    from wsss_nb.pseudo import threshold_labels
+    folder, ds = Path(folder), get_dataset(dataset, data_root, split)
+    cams = bool(ds.ids) and (folder/f'{ds.ids[0]}.npz').is_file() and not (folder/f'{ds.ids[0]}.png').is_file()
+    if not cams: _label_files(folder, ds, split, 'score', extra_ok=subset)
+    elif missing := [i for i in ds.ids if not (folder/f'{i}.npz').is_file()]:
+        raise DataError(f"score: {folder/(missing[0] + '.npz')} missing ({len(missing)} of the {len(ds.ids)} images of split {split!r})")
+    if cams and cam_threshold is None:
+        from wsss_nb.stages.make_cams import _cam_samples
+        sweep = cam_threshold_sweep(_cam_samples(folder, ds), ds.num_classes, class_names=ds.class_names)
+        cam_threshold = sweep['best_threshold']
+    meter = ConfusionMeter(ds.num_classes, ignore_pred=ignore_pred)
+    for i in ds.ids:
+        gt = ds.load_raw(i)[1]
+        if cams:
+            keys, m = load_cams(folder/f'{i}.npz')
+            if m.shape[1:] != gt.shape: raise DataError(f"{folder/(i + '.npz')}: maps are {m.shape[1:]}, the mask is {gt.shape}")
+            pred = threshold_labels(m, keys, cam_threshold)
+        else:
+            pred = load_mask(folder/f'{i}.png'); _check_labels(pred, gt.shape, ds.num_classes, folder/f'{i}.png')
+        meter.update(pred, gt)
+    s = meter.scores(ds.class_names)
+    return dict(miou=s['miou'], per_class=s.get('per_class'), n_images=len(ds.ids), split=split,
+                kind='cams' if cams else 'labels', cam_threshold=cam_threshold if cams else None)
+
+# %% ../nbs/10a_importers.ipynb #635c7478
+IMPORT_KINDS = ('cams', 'pseudo', 'cls', 'affinity', 'deeplab', 'spixelnet')
+
+def add_import_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
+    "`wsss-nb import KIND FILE CONFIG [--format F] [--run R] [--out-root D] [--out P] [--scn Q]`."
+    p = subparsers.add_parser('import', help="turn an author's released file into a finished stage of a run")
+    p.add_argument('kind', choices=IMPORT_KINDS, help='cams -> cams/, pseudo -> pseudo/, cls -> cls/, affinity -> rw weights, deeplab -> seg_pseudo/')
+    p.add_argument('file', help='the released file or folder')
+    p.add_argument('config', help='the pipeline config the run uses')
+    p.add_argument('--format', default=None, help=f"cams: {', '.join(CAM_FORMATS)}; cls: {', '.join(CLS_FORMATS)}")
+    p.add_argument('--run', default=None); p.add_argument('--out-root', default=None)
+    p.add_argument('--out', default=None, help='affinity / spixelnet: the weight file to write')
+    p.add_argument('--scn', default=None, help="cls --format msa: MSA's superpixel network file (Q_model_final.pth)")
+    p.add_argument('overrides', nargs='*', help="key=value overrides of CONFIG, as `wsss-nb run` takes them (e.g. method_args.online_maps=false); "
+                                                "the printed next step repeats them")
+    p.add_argument('--subset', action='store_true', help="cams / pseudo: ignore files of images outside the config's train_split "
+                                                          "(e.g. released train_aug maps imported with train_split=train)")
+    p.add_argument('--no-gt-bound', action='store_true', help="set train_gt_bound=false in the next step: the run does not also train "
+                                                               "DeepLab-v2 on the ground truth (on VOC a second 20k-iteration training)")
+    p.set_defaults(func=cmd_import)
+    return p
+
+_NEXT = dict(cams='03_make_pseudo 04_train_seg 05_evaluate', pseudo='04_train_seg 05_evaluate', cls='02_make_cams 03_make_pseudo 04_train_seg 05_evaluate',
+             deeplab='05_evaluate')
+
+def import_config(config, # the pipeline config (YAML path or dict)
+                  overrides=(), # 'key=value' strings, as `wsss-nb run` takes them
+                  no_gt_bound:bool=False)->dict: # add train_gt_bound=false
+    "The config an import uses: `config` with `overrides` merged (`wsss_nb.cli.apply_overrides`), keys checked before anything is read."
+    from wsss_nb.cli import apply_overrides, valid_keys   # lazy: the command-line module sits above this one
+    from wsss_nb.core import check_keys
+    ovr = list(overrides) + (['train_gt_bound=false'] if no_gt_bound else [])
+    cfg = apply_overrides(_cfg(config), ovr)
+    check_keys(cfg, valid_keys(), where=f"{config}{' + overrides' if ovr else ''}")
+    return cfg
+
+def _record_import(st:Stage, cfg:dict, config, overrides):
+    "`<run>/import.json`: the config each imported stage was made with (`wsss_nb.reproduce.find_runs` reads it for a run not yet continued)."
+    import json
+    f = st.path.parent/'import.json'
+    rec = json.loads(f.read_text()) if f.is_file() else {}
+    rec.update(config={k: v for k, v in cfg.items()}, config_file=str(config), overrides=list(overrides))
+    rec.setdefault('stages', {})[st.path.name] = st.params['params']['imported']
+    save_json(rec, f)
+
+def cmd_import(args)->int: # parsed `wsss-nb import` arguments
+    "Run one importer with the config and its overrides; prints the stage folder and the command that continues the pipeline (overrides repeated)."
+    import shlex
+    ovr = list(getattr(args, 'overrides', None) or []) + (['train_gt_bound=false'] if getattr(args, 'no_gt_bound', False) else [])
+    cfg = import_config(args.config, ovr)
+    kw = dict(out_root=args.out_root, run=args.run)
+    if args.kind in ('cams', 'cls') and not args.format: raise ConfigError(f"wsss-nb import {args.kind} needs --format")
+    if args.kind == 'cams': st = import_cams(args.file, args.format, cfg, subset=getattr(args, 'subset', False), **kw)
+    elif args.kind == 'pseudo': st = import_pseudo(args.file, cfg, subset=getattr(args, 'subset', False), **kw)
+    elif args.kind == 'cls': st = import_classifier(args.file, args.format, cfg, scn=getattr(args, 'scn', None), **kw)
+    elif args.kind == 'deeplab': st = import_deeplab(args.file, cfg, **kw)
+    elif args.kind == 'spixelnet':
+        out = import_spixelnet(args.file, args.out or run_dir(cfg.get('out_root', 'outputs'), released_run(cfg), 'imported')/'spixelnet.pth')
+        print(f"[wsss-nb] wrote {out} (a state dict of wsss_nb.methods.msa.SpixelNet)\n[wsss-nb] next: set method_args.scn_weights: {out}"); return 0
+    else:
+        out = import_affinity(args.file, cfg, args.out)
+        print(f"[wsss-nb] wrote {out}\n[wsss-nb] next: set refiner_args.weights: {out} in {args.config} (a nested key, or the override "
+              f"refiner_args.weights={out}), then run from stage 03"); return 0
+    _record_import(st, cfg, args.config, ovr)
+    run = st.path.parent.name
+    shown = [o for o in ovr if not o.split('=', 1)[0].strip().rstrip(':') in ('run', 'out_root')]
+    if args.out_root: shown.append(f'out_root={args.out_root}')
+    print(f"[wsss-nb] {st.path} finished (imported from {args.file})")
+    print(f"[wsss-nb] next: wsss-nb run {args.config} run={run}{''.join(' ' + shlex.quote(o) for o in shown)} --stages {_NEXT[args.kind]}")
+    if '04_train_seg' in _NEXT[args.kind] and cfg.get('train_gt_bound', True):
+        print("[wsss-nb] note: train_gt_bound is true, so stage 04 also trains DeepLab-v2 on the ground truth (the upper bound; on VOC a "
+              "second 20k-iteration training); add train_gt_bound=false (or import with --no-gt-bound) to skip it")
+    return 0
+
+def add_score_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
+    "`wsss-nb score FOLDER CONFIG [--split S] [--subset] [--threshold T] [--json F]`."
+    p = subparsers.add_parser('score', help='per-class and mean IoU of a folder of label PNGs or CAM .npz files')
+    p.add_argument('folder'); p.add_argument('config', help='config naming dataset and data_root')
+    p.add_argument('--split', default=None, help="default: the config's eval_split")
+    p.add_argument('--threshold', type=float, default=None, help='background threshold for CAM files (default: best of a sweep)')
+    p.add_argument('--json', default=None, help='also write the scores here')
+    p.add_argument('--subset', action='store_true', help="ignore files of images outside the split (a run's train_aug maps scored on train)")
+    p.set_defaults(func=cmd_score)
+    return p
+
+def cmd_score(args)->int: # parsed `wsss-nb score` arguments
+    "Score a folder and print the per-class table."
+    cfg = _cfg(args.config)
+    s = score_folder(args.folder, cfg['dataset'], cfg['data_root'], args.split or cfg.get('eval_split', 'val'), args.threshold,
+                     subset=getattr(args, 'subset', False))
+    for name, v in (s['per_class'] or {}).items(): print(f"{name:<16} {'—' if v is None else f'{100*v:6.2f}'}")
+    print(f"{'mIoU':<16} {100*s['miou']:6.2f}  ({s['n_images']} images of {s['split']}, {s['kind']})")
+    if args.json: save_json(s, args.json)
+    return 0
+
+# %% ../nbs/10a_importers.ipynb #513f5a12
+def spixelnet_key(k:str)->str|None: # a key of fuy34/superpixel_fcn's SpixelNet1l_bn state dict
+    "The `wsss_nb.methods.msa.SpixelNet` key of a SpixelNet1l_bn key (same layers, other names); None for `pred_mask1-3`, which its forward never uses."
+    import re
+    name, _, rest = k.partition('.')
+    if m := re.fullmatch(r'conv(\d)([ab])', name): return f"enc.{m[1]}.{'ab'.index(m[2])}.{rest}"
+    if m := re.fullmatch(r'conv(\d)_1', name): return f'fuse.{m[1]}.{rest}'
+    if m := re.fullmatch(r'deconv(\d)', name): return f'deconv.{m[1]}.{rest}'
+    if name == 'pred_mask0': return f'pred.{rest}'
+    if re.fullmatch(r'pred_mask[123]', name): return None
+    return f'?{k}'
+
+def import_spixelnet(file, # MSA's / superpixel_fcn's released SpixelNet1l_bn checkpoint ({'state_dict': …} or a bare state dict)
+                     out)->Path: # the `.pth` to write: a state dict of `wsss_nb.methods.msa.SpixelNet`
+    """fuy34/superpixel_fcn `models/Spixel_single_layer.py` SpixelNet1l_bn (100 keys: `conv0a.0.weight` … `conv4b`, `deconv0-3`,
+    `conv0_1-3_1`, `pred_mask0-3`) → this library's `SpixelNet` (94 keys: `pred_mask1-3` are unused there and dropped)."""
+    from wsss_nb.methods.msa import SpixelNet
+    expect_weights(file, {'spixelnet'}, 'import spixelnet')
+    raw = _read_weights(file); raw = _strip(raw.get('state_dict', raw))
+    sd, names = {}, {}
+    for k, v in raw.items():
+        new = spixelnet_key(k)
+        if new is None: continue
+        if new.startswith('?'): raise DataError(f"{file}: key {k!r} is not a SpixelNet1l_bn key")
+        sd[new] = v; names[new] = k
+    net = SpixelNet()
+    try: sd = map_state_dict(sd, [('', '')], net.state_dict(), file)
+    except DataError as e:   # name the file's own key, not ours
+        msg = str(e)
+        for ours, theirs in names.items(): msg = msg.replace(f"key {ours!r}", f"key {theirs!r}")
+        raise DataError(msg) from None
+    net.load_state_dict(sd, strict=False)
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    save_torch(net.state_dict(), out)
+    return out

@@ -146,8 +146,11 @@ def _how(method, kind, q, runs, shipped, out_root)->str:
         return (f"missing: {r} scored {mine[-1]['cfg'].get('train_split', 'train_aug')}: `wsss-nb score {Path(out_root)/r/what} {cfgfile} --split train --subset "
                 f"--json {Path(out_root)/r/out}` (or a run with train_split=train)")
     if mine: return f"missing: {', '.join(r['run'] for r in mine)} has no {q} yet (finish its stages: `wsss-nb run {cfgfile} run={mine[-1]['run']}`)"
-    if kind == 'released': return (f"missing: no run with imported files: `wsss-nb import KIND FILE {cfgfile} [key=value …]` (README 'Released files'), "
-                                    f"then the `wsss-nb run` line it prints")
+    if kind == 'released':
+        train = (" (for this train row: with the override train_split=train, and --subset for a train_aug folder)"
+                 if q in ('cam_miou', 'pseudo_miou_after_refine') else '')
+        return (f"missing: no run with imported files: `wsss-nb import KIND FILE {cfgfile} [key=value …]`{train} (README 'Checking the authors' "
+                f"numbers from their released files'), then the `wsss-nb run` line it prints")
     return f"missing: no run whose config.json equals {cfgfile}: `wsss-nb run {cfgfile}`"
 
 def reproduce_table(method:str, # a key of `AUTHORS`
