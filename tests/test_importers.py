@@ -415,3 +415,18 @@ def test_l2g_csa_import_then_cam_stage_resnet38(cfg, tmp_path):
     del net, model, ck
     cams = make_cams('voc_released', cfg['out_root'], 'synthetic', cfg['data_root'], scales=[1.0], flip=False, progress=False, amp=False, max_images=1)
     assert len(list(cams.path.glob('*.npz'))) == 1
+
+def test_subset_imports_and_scores_a_superset_folder(cfg, smoke_data, tmp_path):
+    "A released train_aug folder for a run on train: refused as it is (maps outside the split), taken with subset=True; `score --subset` likewise."
+    from wsss_nb.importers import score_folder
+    tr, va = get_dataset('synthetic', smoke_data, 'train'), get_dataset('synthetic', smoke_data, 'val')
+    _write_cams('psa', tmp_path/'c', tr); _write_cams('psa', tmp_path/'c', va)          # maps of both splits, as train_aug holds train's
+    with pytest.raises(DataError, match=r"6 image\(s\) not in split 'train'"): import_cams(tmp_path/'c', 'psa', cfg)
+    st = import_cams(tmp_path/'c', 'psa', cfg, subset=True)
+    assert len(list(st.path.glob('*.npz'))) == len(tr.ids) and _done(st)['summary']['n_images'] == len(tr.ids)
+    (tmp_path/'l').mkdir()
+    for ds_ in (tr, va):
+        for i in ds_.ids: save_mask(ds_.load_raw(i)[1], tmp_path/'l'/f'{i}.png')
+    with pytest.raises(DataError, match='not in split'): score_folder(tmp_path/'l', 'synthetic', smoke_data, 'train')
+    s = score_folder(tmp_path/'l', 'synthetic', smoke_data, 'train', subset=True)
+    assert s['n_images'] == len(tr.ids) and s['miou'] == pytest.approx(1.0) and s['split'] == 'train'
