@@ -146,7 +146,7 @@ SLOT_KINDS = {   # config slot -> the `wsss_nb.importers.identify_weights` kinds
     'seg_pretrained': _BACKBONE_KINDS | {'deeplab_init', 'largefov'},
     'method_args.round0_weights': {'cls:psa_cls', 'wsss_stage'}, 'method_args.scn_weights': {'wsss_spixelnet'},
     'refiner_args.weights': {'wsss_affinity'}}
-TRAINED_SEG_KINDS = {'deeplab_trained', 'wsss_stage'}   # segmentation networks already trained: seg_pretrained only with seg_pretrained_trained: true
+TRAINED_SEG_KINDS = {'deeplab_trained', 'wsss_stage'}   # segmentation networks already trained (a stage checkpoint: a seg_* one): seg_pretrained only with seg_pretrained_trained: true
 
 def check_weight_kind(path, # the weight file the config names (it exists)
                       slot:str, # its config slot: a key of `SLOT_KINDS` (e.g. 'seg_pretrained', 'method_args.round0_weights')
@@ -155,7 +155,7 @@ def check_weight_kind(path, # the weight file the config names (it exists)
     "Refuse a file of another layout than `slot` takes, saying what it is and where it belongs (`wsss_nb.importers.identify_weights`)."
     from wsss_nb.importers import identify_weights
     k = identify_weights(path)
-    if slot == 'seg_pretrained' and k.kind in TRAINED_SEG_KINDS:
+    if slot == 'seg_pretrained' and (k.kind == 'deeplab_trained' or (k.kind == 'wsss_stage' and 'seg_' in k.what)):
         if params.get('seg_pretrained_trained'): return k
         raise ConfigError(f"{where}: seg_pretrained={path} is {k.what}: a weakly supervised run must not start from a segmentation network "
                           f"already trained (on VOC: with the ground truth); it belongs: {k.where}")
