@@ -90,7 +90,7 @@ def _os_error_line(e:OSError)->str:
     return f"{e.strerror or e}{f': {files}' if files else ''}"
 
 def _stop_kernels(timeout:float=5.):
-    "Stop this process's child processes (the papermill kernel): SIGTERM, then SIGKILL after `timeout` seconds."
+    "Stop this process's child processes (the papermill kernel) at once, waiting up to `timeout` seconds for them to go."
     import signal
     me, kids = os.getpid(), []
     for d in Path('/proc').glob('[0-9]*'):
@@ -103,12 +103,26 @@ def _stop_kernels(timeout:float=5.):
         except ChildProcessError: pass
         try: os.kill(pid, 0); return True
         except ProcessLookupError: return False
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in (signal.SIGKILL,):   # at once: a kernel given time to handle it prints its own tracebacks
         for pid in kids:
             try: os.kill(pid, sig)
             except ProcessLookupError: pass
         t0 = time.time()
         while (kids := [p for p in kids if alive(p)]) and time.time() - t0 < timeout: time.sleep(0.1)
+
+import contextlib
+
+@contextlib.contextmanager
+def _kernel_stopped_on_ctrl_c():
+    "While papermill runs a notebook: Ctrl-C (SIGINT) stops the kernel first, then raises `KeyboardInterrupt` here (no kernel tracebacks)."
+    import signal, threading
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def stop(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C while stopping does nothing
+        _stop_kernels(); raise KeyboardInterrupt
+    old = signal.signal(signal.SIGINT, stop)
+    try: yield
+    finally: signal.signal(signal.SIGINT, old)
 
 def _strip_ansi(s:str)->str:
     import re
@@ -122,8 +136,10 @@ def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
     out_dir.mkdir(parents=True, exist_ok=True)
     final, partial = out_dir/f'{nb}.ipynb', out_dir/f'.{nb}.partial.ipynb'
     t0 = time.time()
-    try: pm.execute_notebook(str(pipelines_dir()/f'{nb}.ipynb'), str(partial), parameters=sub, kernel_name='python3',
-                             progress_bar=False, log_output=log_output, cwd=str(pipelines_dir()))
+    try:
+        with _kernel_stopped_on_ctrl_c():
+            pm.execute_notebook(str(pipelines_dir()/f'{nb}.ipynb'), str(partial), parameters=sub, kernel_name='python3',
+                                progress_bar=False, log_output=log_output, cwd=str(pipelines_dir()))
     except pm.PapermillExecutionError as e:   # an error inside the notebook: one line, the traceback in the notebook
         failed = out_dir/f'{nb}.failed.ipynb'
         if partial.exists(): os.replace(partial, failed)
@@ -302,7 +318,8 @@ def check_data_inputs(params:dict, # full pipeline parameters (paths resolved)
     "Before stage 01: the split files the stages read exist and list ids, and the saliency maps the method or the refiner needs are there for every id."
     from wsss_nb.cam import get_method
     from wsss_nb.refine import get_refiner
-    from wsss_nb.data import _split_path
+    from wsss_nb.data import _split_path, get_dataset
+    from wsss_nb.core import DataError
     stages = list(stages or STAGE_NOTEBOOKS)
     root = Path(params['data_root'])
     if params.get('dataset') == 'synthetic' and params.get('make_data') and not (root/'JPEGImages').is_dir(): return  # stage 01 makes it
@@ -317,6 +334,8 @@ def check_data_inputs(params:dict, # full pipeline parameters (paths resolved)
                               f"splits there: {', '.join(have) or 'none'})")
         ids[key] = [Path(l.split()[0]).stem for l in f.read_text().splitlines() if l.strip()]
         if not ids[key]: raise ConfigError(f"{where}: {key}={params[key]!r}: split file {f} lists no ids")
+        try: get_dataset(params['dataset'], root, params[key])   # every image and mask there, masks hold valid classes (cached by content)
+        except (DataError, ConfigError) as e: raise ConfigError(f"{where}: {key}={params[key]!r}: {str(e).splitlines()[0]}") from None
     users = []   # who reads saliency maps of train_split
     if {'01_train_cls', '02_make_cams'} & set(stages) and get_method(params['method'], **(params.get('method_args') or {})).needs_saliency:
         users.append(f"method {params['method']!r}")

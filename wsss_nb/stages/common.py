@@ -224,7 +224,8 @@ class LossLog:
         k = min(window, len(losses) // 2)
         if not factor or k < 1: return
         start, now = float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
+        steps = lambda a, b: f"mean of steps {a}-{b}" if a < b else f"step {a}"
         if start > 0 and now > factor * start:
-            raise WSSSError(f"{stage}: loss diverged: {now:.3g} (mean of steps {len(losses)-k+1}-{len(losses)}) is more than "
-                            f"diverge_factor={factor:g} x its start {start:.3g} (mean of steps 1-{k}) (lr {lr}): lower `{lr_key}` "
+            raise WSSSError(f"{stage}: loss diverged: {now:.3g} ({steps(len(losses)-k+1, len(losses))}) is more than "
+                            f"diverge_factor={factor:g} x its start {start:.3g} ({steps(1, k)}) (lr {lr}): lower `{lr_key}` "
                             f"(or raise `diverge_factor`; 0 turns the check off) and rerun; the stage is not marked done and reruns")
