@@ -145,6 +145,12 @@ def test_stale_temporaries_and_report_figures_are_cleared(smoke_data, tmp_path):
     S.train_classifier(**{**CLS, 'epochs': 2}, **kw)
     assert not stale.exists() and not legacy.exists() and live.exists()
     run = tmp_path/'out'/'r'
+    (run/'notebooks').mkdir(); (run/'notebooks'/'.01_train_cls.partial.ipynb').write_text('{}')   # papermill's copy, CLI killed
+    (run/'cls'/f'.model.pt.{core._HOST}-{dead}.z.tmp').write_bytes(b'x')
+    monkey = cli._execute; cli._execute = lambda *a, **k: None
+    try: cli.run_pipeline(yaml.safe_load(_cfg(tmp_path, smoke_data).read_text()), stages=['01_train_cls'])
+    finally: cli._execute = monkey
+    assert not list(run.rglob('.*.partial.ipynb')) and not (run/'cls'/f'.model.pt.{core._HOST}-{dead}.z.tmp').exists()
     for n in ('scores.json', 'report.md', 'report_iou.png', 'report_pseudo.png'): (run/n).write_text('old')
     aside = cli._set_results_aside(run)
     assert not list(run.glob('report*')) and not (run/'scores.json').exists() and len(aside) == 4

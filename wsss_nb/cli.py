@@ -292,7 +292,8 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
     nb_dir = out/'notebooks'
     check_writable(out, where)   # a read-only out_root: one line now, not a traceback from the lock or stage 01
     with RunLock(out):   # a second run on this folder fails now, naming this process
-        if gone := clean_stale_temps(out): print(f"[wsss-nb] removed {len(gone)} temporary file(s) a killed run left in {out}", flush=True)
+        gone = clean_stale_temps(out) + [f for f in (out/'notebooks').rglob('.*.partial.ipynb') if not f.unlink()]   # ours: we hold the lock
+        if gone: print(f"[wsss-nb] removed {len(gone)} temporary file(s) a killed run left in {out}", flush=True)
         save_json(params, out/'config.json')
         before, aside = _stage_records(out), _set_results_aside(out)
         try:
