@@ -318,14 +318,15 @@ class Stage:
         self.fingerprint = params_hash(self.params)
 
     def fingerprint_done(self):
-        "The fingerprint recorded when this stage finished; error if it has not, or if files it wrote are missing or changed."
+        "What a downstream stage records of this finished one: its fingerprint and the sha1 of every file it wrote (rebuilt outputs that differ rerun the stages after it); error if it has not finished, or if files it wrote are missing or changed."
         f = self.path/'_done.json'
         if not f.is_file(): raise DataError(f"Stage '{self.name}' has not finished: {f} is missing. Run that stage first.")
         rec = load_json(f)
         if bad := self.damaged(rec):
             raise DataError(f"{self.name}/{bad} from the finished stage {self.name}/ ({self.path}): rerun stage '{self.name}' "
                             f"(it is redone because its files are incomplete), or delete {self.path} and rerun the run")
-        return rec['fingerprint']
+        files = {k: v[2] if isinstance(v, list) and len(v) == 3 else v for k, v in (rec.get('files') or {}).items()}
+        return params_hash(dict(fingerprint=rec['fingerprint'], files=files))
 
     def _files(self)->list:
         "The files this stage wrote (not its records, hidden files or the resume checkpoint)."
