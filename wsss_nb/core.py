@@ -330,7 +330,8 @@ class Stage:
 
     def _files(self)->list:
         "The files this stage wrote (not its records, hidden files or the resume checkpoint)."
-        return [f for f in sorted(self.path.rglob('*')) if f.is_file() and f.name not in _NOT_OUTPUTS and not f.name.startswith('.')]
+        return [f for f in sorted(self.path.rglob('*')) if f.is_file() and f.name not in _NOT_OUTPUTS and not f.name.startswith('.')
+                and not f.name.endswith('.corrupt')]   # a checkpoint set aside is no output
 
     def _outputs(self)->dict:
         "{relative path: [size, mtime_ns, sha1]} of the files this stage wrote."
@@ -392,7 +393,7 @@ class Stage:
             with contextlib.suppress(DataError): rec = load_json(df) if df.is_file() else None
             if old is None or params_hash(old) != self.fingerprint:
                 if rec is not None and old is not None:
-                    keys = _changed_keys(old, self.params)
+                    keys = _changed_keys(old, json.loads(json.dumps(self.params, default=_json_default)))   # as written
                     print(f"{self.name}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''} changed since it finished: "
                           f"starting it again", flush=True)
                 shutil.rmtree(self.path)
