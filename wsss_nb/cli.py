@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #8e5ecc80
 from __future__ import annotations
-import argparse, ast, json, os, sys, time
+import argparse, ast, contextlib, json, os, signal, sys, time
 import wsss_nb
 from pathlib import Path
 from .core import ConfigError, WSSSError, DiskFullError, RunLock, check_keys, clean_stale_temps, is_no_space, load_config, no_space, run_dir, save_json
@@ -91,7 +91,6 @@ def _os_error_line(e:OSError)->str:
 
 def _stop_kernels(timeout:float=5.):
     "Stop this process's child processes (the papermill kernel) at once, waiting up to `timeout` seconds for them to go."
-    import signal
     me, kids = os.getpid(), []
     for d in Path('/proc').glob('[0-9]*'):
         try: stat = (d/'stat').read_text()
@@ -103,19 +102,16 @@ def _stop_kernels(timeout:float=5.):
         except ChildProcessError: pass
         try: os.kill(pid, 0); return True
         except ProcessLookupError: return False
-    for sig in (signal.SIGKILL,):   # at once: a kernel given time to handle it prints its own tracebacks
-        for pid in kids:
-            try: os.kill(pid, sig)
-            except ProcessLookupError: pass
-        t0 = time.time()
-        while (kids := [p for p in kids if alive(p)]) and time.time() - t0 < timeout: time.sleep(0.1)
-
-import contextlib
+    for pid in kids:   # SIGKILL at once: a kernel given time to handle the interrupt prints its own tracebacks
+        try: os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+    t0 = time.time()
+    while (kids := [p for p in kids if alive(p)]) and time.time() - t0 < timeout: time.sleep(0.1)
 
 @contextlib.contextmanager
 def _kernel_stopped_on_ctrl_c():
     "While papermill runs a notebook: Ctrl-C (SIGINT) stops the kernel first, then raises `KeyboardInterrupt` here (no kernel tracebacks)."
-    import signal, threading
+    import threading
     if threading.current_thread() is not threading.main_thread(): yield; return
     def stop(signum, frame):
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C while stopping does nothing
@@ -543,7 +539,7 @@ def main(argv=None):
             print((dest/'compare.md').read_text()); print(f"[wsss-nb] table: {dest/'compare.md'} and compare.csv; figure: {dest/'compare_maps.png'}")
         else: _cmd_run(a.config, a.overrides, a.stages, a.quiet)
     except Interrupted as e:   # Ctrl-C: the kernel is stopped, finished stages and files are kept
-        import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not print a traceback now
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not print a traceback now
         print(f"wsss-nb: {e}", file=sys.stderr); return 130
     except KeyboardInterrupt:   # before any stage ran
         print("wsss-nb: interrupted before any stage ran", file=sys.stderr); return 130
