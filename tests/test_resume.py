@@ -134,16 +134,21 @@ def test_split_list_content_reruns_the_stages_that_read_it(smoke_data, tmp_path,
     assert both() == (False, False)
 
 def test_default_synthetic_saliency_is_fingerprinted_by_content(smoke_data, tmp_path, capsys):
-    "With no `saliency_dir`, the synthetic set's own `Saliency/` maps are read, so their content is in the fingerprint too."
+    "With no `saliency_dir`, the synthetic set's own `Saliency/` maps are read by a saliency refiner, so their content is in"
+    " its stage's fingerprint; the classifier of the `cam` method reads none, so a changed map does not rerun it (issue 24)."
     import numpy as np
     from PIL import Image
     data = tmp_path/'ds'; shutil.copytree(smoke_data, data)
     kw = dict(out_root=tmp_path/'out', data_root=data, **COMMON)
-    S.train_classifier(epochs=1, batch_size=8, crop_size=48, pretrained=None, **kw); assert _ran(capsys, 'cls')
-    S.train_classifier(epochs=1, batch_size=8, crop_size=48, pretrained=None, **kw); assert not _ran(capsys, 'cls')
+    cls = dict(epochs=1, batch_size=8, crop_size=48, pretrained=None, max_images=4)
+    pseudo = dict(refiner='saliency', bg_threshold=0.3, max_images=4)
+    S.train_classifier(**cls, **kw); assert _ran(capsys, 'cls')
+    S.make_cams(scales=[1.0], max_images=4, **kw); S.make_pseudo_labels(**pseudo, **kw); assert _ran(capsys, 'pseudo')
+    S.make_pseudo_labels(**pseudo, **kw); assert not _ran(capsys, 'pseudo')
     f = sorted((data/'Saliency').glob('*.png'))[0]
     a = np.array(Image.open(f)); Image.fromarray(255 - a).save(f)        # another saliency map behind the same path
-    S.train_classifier(epochs=1, batch_size=8, crop_size=48, pretrained=None, **kw); assert _ran(capsys, 'cls')
+    S.train_classifier(**cls, **kw); assert not _ran(capsys, 'cls')     # reads no saliency
+    S.make_pseudo_labels(**pseudo, **kw); assert _ran(capsys, 'pseudo')
 
 def test_cam_stage_reads_its_split_list_by_content(smoke_data, tmp_path, capsys):
     "The CAM stage alone (a classifier trained on another split): its own split list's content is in its fingerprint."

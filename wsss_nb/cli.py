@@ -4,10 +4,10 @@
 
 # %% ../nbs/10_cli.ipynb #8e5ecc80
 from __future__ import annotations
-import argparse, ast, json, os, sys, time
+import argparse, ast, contextlib, json, os, signal, sys, time
 import wsss_nb
 from pathlib import Path
-from .core import ConfigError, WSSSError, DiskFullError, RunLock, check_keys, is_no_space, load_config, no_space, run_dir, save_json
+from .core import ConfigError, WSSSError, DiskFullError, RunLock, check_keys, clean_stale_temps, is_no_space, load_config, no_space, run_dir, save_json
 from .cam import method_names, methods
 from .core import project_root
 from .stages import STAGES
@@ -16,9 +16,9 @@ from .stages import STAGES
 __all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'SLOT_KINDS', 'TRAINED_SEG_KINDS',
            'RESULT_FILES', 'TRAIN_STAGES', 'TYPE_EXCEPTIONS', 'POSITIVE', 'NON_NEGATIVE', 'POSITIVE_LISTS',
            'DEMO_CONFIG', 'OVERRIDE_HELP', 'pipelines_dir', 'notebook_params', 'valid_keys', 'StageFailed',
-           'check_components', 'check_weight_kind', 'check_weight_files', 'check_device', 'preflight', 'run_pipeline',
-           'check_data_inputs', 'check_types', 'methods_table', 'format_scores', 'list_components', 'parse_override',
-           'merge_overrides', 'apply_overrides', 'run_compare', 'main']
+           'Interrupted', 'check_components', 'check_weight_kind', 'check_weight_files', 'check_device', 'preflight',
+           'check_writable', 'run_pipeline', 'check_data_inputs', 'check_types', 'methods_table', 'format_scores',
+           'list_components', 'parse_override', 'merge_overrides', 'apply_overrides', 'run_compare', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
@@ -78,6 +78,48 @@ class StageFailed(WSSSError):
         msg = evalue if ename in self.LIBRARY_ERRORS else f"{ename}: {evalue}"
         super().__init__(f"{stage} failed: {msg.strip()}" + (f" (notebook: {notebook})" if notebook else ''))
 
+class Interrupted(KeyboardInterrupt):
+    "Ctrl-C while a pipeline notebook ran: `main` prints one line naming the stage and exits with 130."
+    def __init__(self, stage:str): # the pipeline notebook that was running
+        self.stage = stage; super().__init__(stage)
+    def __str__(self): return f"interrupted at stage {self.stage}; rerun the same command to resume"
+
+def _os_error_line(e:OSError)->str:
+    "One line for an OS error: what failed and on which file."
+    files = ' -> '.join(str(f) for f in (e.filename, e.filename2) if f)
+    return f"{e.strerror or e}{f': {files}' if files else ''}"
+
+def _stop_kernels(timeout:float=5.):
+    "Stop this process's child processes (the papermill kernel) at once, waiting up to `timeout` seconds for them to go."
+    me, kids = os.getpid(), []
+    for d in Path('/proc').glob('[0-9]*'):
+        try: stat = (d/'stat').read_text()
+        except OSError: continue
+        if int(stat.rsplit(')', 1)[1].split()[1]) == me: kids.append(int(d.name))
+    def alive(pid):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid: return False   # exited (and reaped)
+        except ChildProcessError: pass
+        try: os.kill(pid, 0); return True
+        except ProcessLookupError: return False
+    for pid in kids:   # SIGKILL at once: a kernel given time to handle the interrupt prints its own tracebacks
+        try: os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+    t0 = time.time()
+    while (kids := [p for p in kids if alive(p)]) and time.time() - t0 < timeout: time.sleep(0.1)
+
+@contextlib.contextmanager
+def _kernel_stopped_on_ctrl_c():
+    "While papermill runs a notebook: Ctrl-C (SIGINT) stops the kernel first, then raises `KeyboardInterrupt` here (no kernel tracebacks)."
+    import threading
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def stop(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C while stopping does nothing
+        _stop_kernels(); raise KeyboardInterrupt
+    old = signal.signal(signal.SIGINT, stop)
+    try: yield
+    finally: signal.signal(signal.SIGINT, old)
+
 def _strip_ansi(s:str)->str:
     import re
     return re.sub(r'\x1b\[[0-9;]*[A-Za-z]', '', s)
@@ -90,18 +132,26 @@ def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
     out_dir.mkdir(parents=True, exist_ok=True)
     final, partial = out_dir/f'{nb}.ipynb', out_dir/f'.{nb}.partial.ipynb'
     t0 = time.time()
-    try: pm.execute_notebook(str(pipelines_dir()/f'{nb}.ipynb'), str(partial), parameters=sub, kernel_name='python3',
-                             progress_bar=False, log_output=log_output, cwd=str(pipelines_dir()))
+    try:
+        with _kernel_stopped_on_ctrl_c():
+            pm.execute_notebook(str(pipelines_dir()/f'{nb}.ipynb'), str(partial), parameters=sub, kernel_name='python3',
+                                progress_bar=False, log_output=log_output, cwd=str(pipelines_dir()))
     except pm.PapermillExecutionError as e:   # an error inside the notebook: one line, the traceback in the notebook
         failed = out_dir/f'{nb}.failed.ipynb'
         if partial.exists(): os.replace(partial, failed)
+        if e.ename == 'KeyboardInterrupt': raise Interrupted(nb) from None   # Ctrl-C reached the kernel first
         raise StageFailed(nb, e.ename, e.evalue, failed if failed.exists() else None,
                           _strip_ansi('\n'.join(e.traceback))) from None
+    except KeyboardInterrupt:   # Ctrl-C (or SIGINT) in this process, while papermill waited for the kernel
+        _stop_kernels(); partial.unlink(missing_ok=True)
+        raise Interrupted(nb) from None
     except Exception as e:
         if is_no_space(e):   # papermill could not save the executed notebook: drop the truncated copy, keep the older ones
             partial.unlink(missing_ok=True)
             raise StageFailed(nb, 'DiskFullError', str(no_space(partial, f'the executed notebook {final.name}'))) from None
         if partial.exists(): os.replace(partial, out_dir/f'{nb}.failed.ipynb')
+        if isinstance(e, OSError):   # e.g. permission denied writing the executed notebook: one line naming the file
+            raise StageFailed(nb, type(e).__name__, _os_error_line(e)) from None
         raise
     os.replace(partial, final)
     print(f"[wsss-nb] {nb} finished in {time.time()-t0:.1f}s -> {final}", flush=True)
@@ -254,8 +304,8 @@ def _stage_records(out:Path)->dict:
 def _set_results_aside(out:Path)->dict:
     "Move the run's `scores.json` / `report.md` to hidden names while stages run, so an interrupted rerun leaves none that claim an old result."
     aside = {}
-    for name in RESULT_FILES:
-        (out/f'.{name}.prev').unlink(missing_ok=True)   # left by a killed run: its stages may have changed since
+    for f in out.glob('.*.prev'): f.unlink(missing_ok=True)   # left by a killed run: its stages may have changed since
+    for name in [*RESULT_FILES, *sorted(p.name for p in out.glob('report_*.png'))]:   # the report's figures go with it
         if (f := out/name).is_file(): os.replace(f, out/f'.{name}.prev'); aside[name] = out/f'.{name}.prev'
     return aside
 
@@ -266,6 +316,20 @@ def _settle_results(out:Path, aside:dict, before:dict):
         if unchanged and not (out/name).exists(): os.replace(prev, out/name)
         else: prev.unlink(missing_ok=True)
 
+def check_writable(out:Path, # the run folder `out_root/run`
+                   where:str='config'): # name of the config source, for errors
+    "Before stage 01: the run folder (or the nearest folder above it that exists) can be written; one `ConfigError` line naming it if not."
+    import tempfile, stat as st_
+    d = Path(out)
+    while not d.exists() and d != d.parent: d = d.parent
+    why = None
+    if not d.is_dir(): why = 'not a folder'
+    elif not os.access(d, os.W_OK) or not d.stat().st_mode & (st_.S_IWUSR | st_.S_IWGRP | st_.S_IWOTH): why = 'read-only folder'
+    else:
+        try: fd, t = tempfile.mkstemp(dir=d, prefix='.wsss-write-check.'); os.close(fd); os.remove(t)
+        except OSError as e: why = e.strerror or str(e)   # e.g. a read-only file system
+    if why: raise ConfigError(f"{where}: out_root: cannot write to {d} ({why}): choose a writable out_root, or fix that folder's permissions")
+
 def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_keys`)
                  stages:list=None, # Subset of STAGE_NOTEBOOKS to run (default: all)
                  log_output:bool=False, # Stream the notebooks' output (progress bars) to the terminal
@@ -275,15 +339,22 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
     params = preflight(cfg, stages, where)
     out = run_dir(params['out_root'], params['run'])
     nb_dir = out/'notebooks'
+    check_writable(out, where)   # a read-only out_root: one line now, not a traceback from the lock or stage 01
     with RunLock(out):   # a second run on this folder fails now, naming this process
+        gone = clean_stale_temps(out) + [f for f in (out/'notebooks').rglob('.*.partial.ipynb') if not f.unlink()]   # ours: we hold the lock
+        if gone: print(f"[wsss-nb] removed {len(gone)} temporary file(s) a killed run left in {out}", flush=True)
         save_json(params, out/'config.json')
         before, aside = _stage_records(out), _set_results_aside(out)
         try:
+            nb = stages[0]
             for nb in stages:
                 if nb == '04_train_seg':
                     _execute(nb, nb_dir, {**params, 'seg_labels': 'pseudo'}, log_output)
                     if params.get('train_gt_bound'): _execute('04_train_seg', nb_dir/'gt_bound', {**params, 'seg_labels': 'gt'}, log_output)
                 else: _execute(nb, nb_dir, params, log_output)
+        except KeyboardInterrupt as e:   # between two notebooks: the stage about to run (or just run) is named
+            if isinstance(e, Interrupted): raise
+            raise Interrupted(nb) from None
         finally: _settle_results(out, aside, before)
     f = out/'scores.json'
     return json.loads(f.read_text()) if f.is_file() else {}
@@ -297,7 +368,8 @@ def check_data_inputs(params:dict, # full pipeline parameters (paths resolved)
     "Before stage 01: the split files the stages read exist and list ids, and the saliency maps the method or the refiner needs are there for every id."
     from wsss_nb.cam import get_method
     from wsss_nb.refine import get_refiner
-    from wsss_nb.data import _split_path
+    from wsss_nb.data import _split_path, get_dataset
+    from wsss_nb.core import DataError
     stages = list(stages or STAGE_NOTEBOOKS)
     root = Path(params['data_root'])
     if params.get('dataset') == 'synthetic' and params.get('make_data') and not (root/'JPEGImages').is_dir(): return  # stage 01 makes it
@@ -312,6 +384,8 @@ def check_data_inputs(params:dict, # full pipeline parameters (paths resolved)
                               f"splits there: {', '.join(have) or 'none'})")
         ids[key] = [Path(l.split()[0]).stem for l in f.read_text().splitlines() if l.strip()]
         if not ids[key]: raise ConfigError(f"{where}: {key}={params[key]!r}: split file {f} lists no ids")
+        try: get_dataset(params['dataset'], root, params[key])   # every image and mask there, masks hold valid classes (cached by content)
+        except (DataError, ConfigError) as e: raise ConfigError(f"{where}: {key}={params[key]!r}: {str(e).splitlines()[0]}") from None
     users = []   # who reads saliency maps of train_split
     if {'01_train_cls', '02_make_cams'} & set(stages) and get_method(params['method'], **(params.get('method_args') or {})).needs_saliency:
         users.append(f"method {params['method']!r}")
@@ -336,7 +410,7 @@ def check_data_inputs(params:dict, # full pipeline parameters (paths resolved)
 TYPE_EXCEPTIONS = {'pseudo_bg_threshold': (str, float, int), 'eval_crf': (bool, str), 'pretrained': (str, type(None)),
                    'seg_pretrained': (str, type(None))}   # keys whose default does not show every accepted type
 POSITIVE = ('_batch_size', '_epochs', '_iters', '_lr', '_crop_size', 'synth_n_train', 'synth_size', 'cls_scale_min', 'cls_scale_max')
-NON_NEGATIVE = ('_weight_decay', 'cls_jitter', 'max_images', 'synth_n_val', 'cls_head_lr_mult')
+NON_NEGATIVE = ('_weight_decay', 'cls_jitter', 'max_images', 'synth_n_val', 'cls_head_lr_mult', 'diverge_factor')
 POSITIVE_LISTS = ('cam_scales', 'seg_scales', 'eval_scales', 'seg_rates')
 
 def _type_name(t): return {bool: 'true/false', int: 'an integer', float: 'a number', str: 'a string', list: 'a list',
@@ -519,6 +593,11 @@ def main(argv=None):
             dest = run_compare(a.methods, a.base, dict(parse_override(o) for o in a.overrides), a.prefix, not a.quiet)
             print((dest/'compare.md').read_text()); print(f"[wsss-nb] table: {dest/'compare.md'} and compare.csv; figure: {dest/'compare_maps.png'}")
         else: _cmd_run(a.config, a.overrides, a.stages, a.quiet)
+    except Interrupted as e:   # Ctrl-C: the kernel is stopped, finished stages and files are kept
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not print a traceback now
+        print(f"wsss-nb: {e}", file=sys.stderr); return 130
+    except KeyboardInterrupt:   # before any stage ran
+        print("wsss-nb: interrupted before any stage ran", file=sys.stderr); return 130
     except StageFailed as e:   # one line; the traceback stays in the executed notebook (and on screen with --verbose)
         if getattr(a, 'verbose', False) and e.traceback: print(e.traceback, file=sys.stderr)
         print(f"wsss-nb: {e}", file=sys.stderr); return 2
@@ -526,9 +605,10 @@ def main(argv=None):
         print(f"wsss-nb: {e}", file=sys.stderr); return 2
     except WSSSError as e:
         print(f"wsss-nb: error: {e}", file=sys.stderr); return 2
-    except OSError as e:
-        if not is_no_space(e): raise
-        print(f"wsss-nb: {no_space(Path(e.filename or '.') if e.filename else Path.cwd()/'?')}", file=sys.stderr); return 2
+    except OSError as e:   # permission denied, read-only file system, ...: one line naming the file
+        if is_no_space(e): print(f"wsss-nb: {no_space(Path(e.filename or '.') if e.filename else Path.cwd()/'?')}", file=sys.stderr)
+        else: print(f"wsss-nb: error: {_os_error_line(e)}", file=sys.stderr)
+        return 2
     return 0
 
 # %% ../nbs/10_cli.ipynb #10b283e2

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #fdf00ba5
 from __future__ import annotations
-import contextlib, errno, hashlib, importlib, io, json, os, pkgutil, random, shutil, tempfile
+import contextlib, errno, hashlib, importlib, io, json, os, pkgutil, random, shutil, socket, tempfile, zlib
 from pathlib import Path
 import numpy as np
 import torch
@@ -13,9 +13,9 @@ import yaml
 # %% auto #0
 __all__ = ['NO_SPACE', 'STAGE_INPUT_HOOKS', 'WSSSError', 'ConfigError', 'DataError', 'Registry', 'check_keys', 'load_config',
            'seed_everything', 'configure_determinism', 'get_device', 'autocast', 'DiskFullError', 'no_space',
-           'is_no_space', 'atomic_write', 'save_json', 'load_json', 'save_npz', 'save_torch', 'save_text',
-           'params_hash', 'stage_inputs', 'run_dir', 'Stage', 'content_hash', 'input_fingerprints', 'RunLock',
-           'poly_lr', 'PolyLR', 'project_root', 'resolve_path']
+           'is_no_space', 'atomic_write', 'clean_stale_temps', 'save_json', 'load_json', 'save_npz', 'save_torch',
+           'save_text', 'HashCache', 'params_hash', 'stage_inputs', 'run_dir', 'Stage', 'content_hash',
+           'input_fingerprints', 'RunLock', 'poly_lr', 'PolyLR', 'project_root', 'resolve_path']
 
 # %% ../nbs/00_core.ipynb #740b5ba1
 class WSSSError(Exception):
@@ -148,7 +148,7 @@ def atomic_write(path, # Final path of the file
     path, tmp, raw = Path(path), None, None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.{_WRITER}.', suffix='.tmp')   # who writes it: see `clean_stale_temps`
         raw = _WriteErrors(fd, 'wb')
         f = io.BufferedWriter(raw) if mode == 'wb' else io.TextIOWrapper(io.BufferedWriter(raw))
         with f: yield f
@@ -163,6 +163,27 @@ def atomic_write(path, # Final path of the file
 
 def _umask()->int:
     m = os.umask(0); os.umask(m); return m
+
+_HOST = format(zlib.crc32(socket.gethostname().encode()), '08x')   # short tag of this machine (folders may be shared by several)
+_WRITER = f'{_HOST}-{os.getpid()}'
+
+def _writer_alive(host:str, pid:int)->bool:
+    if host != _HOST: return True   # another machine's process: we cannot tell, so keep its file
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def clean_stale_temps(folder, # a run or stage folder, searched recursively
+                      )->list:
+    "Remove the temporaries (`.<name>.<host>-<pid>.<random>.tmp`) `atomic_write` left in `folder` when its process was killed; returns them."
+    gone = []
+    for f in Path(folder).rglob('.*.tmp') if Path(folder).is_dir() else ():
+        parts = f.name.split('.')
+        host, _, pid = parts[-3].partition('-') if len(parts) >= 4 else ('', '', '')
+        if pid.isdigit() and _writer_alive(host, int(pid)): continue   # a live writer (another rank, a writer thread)
+        with contextlib.suppress(FileNotFoundError): f.unlink(); gone.append(f)   # dead writer, or a version without the tag
+    return gone
 
 def save_json(obj, path, **kw): # JSON-serialisable object; path; `json.dump` options
     "Atomically write `obj` as indented JSON."
@@ -194,19 +215,59 @@ def save_text(text:str, path): # text; path
     "Atomically write a text file."
     with atomic_write(path, 'w') as f: f.write(text)
 
+# %% ../nbs/00_core.ipynb #3e1f0b78
+def _file_sha(path:Path)->str:
+    "sha1 of a file's bytes (hex)."
+    h = hashlib.sha1()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+class HashCache:
+    "Content hashes (sha1) of files remembered by (size, mtime_ns) in a JSON file: a file is read again only when either changed."
+    VERSION = 2
+    def __init__(self, path=None): # JSON file (e.g. `out_root/.hash_cache.json`); None: remember in memory only
+        self.path, self.store, self.changed = None if path is None else Path(path), {}, False
+        if self.path is not None and self.path.is_file():
+            with contextlib.suppress(Exception):
+                d = json.loads(self.path.read_text())
+                if d.get('version') == self.VERSION: self.store = d['files']
+    def sha(self, f)->str: # a file
+        "The file's sha1, read from the cache when its size and mtime are unchanged."
+        st = os.stat(f); key = os.path.abspath(f); sig = [st.st_size, st.st_mtime_ns]
+        e = self.store.get(key)
+        if e is not None and e[:2] == sig: return e[2]
+        self.store[key] = sig + [_file_sha(f)]; self.changed = True
+        return self.store[key][2]
+    def manifest(self, files)->str: # {name: path} of files; a missing file counts as 'missing'
+        "One hash over the names and content hashes of many files (a split's images, masks, saliency maps)."
+        h = hashlib.sha1()
+        for name in sorted(files):
+            f = files[name]
+            h.update(f"{name}:{self.sha(f) if os.path.isfile(f) else 'missing'}\n".encode())
+        return h.hexdigest()[:16]
+    def save(self):
+        "Write the cache if it changed (quietly skipped on a read-only or full disk: caching is optional)."
+        if self.changed and self.path is not None:
+            with contextlib.suppress(OSError): save_json(dict(version=self.VERSION, files=self.store), self.path)
+            self.changed = False
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.save()
+
 # %% ../nbs/00_core.ipynb #7a2c2cc9
 def params_hash(params:dict)->str: # JSON-serialisable mapping
     "Short stable fingerprint of a parameter mapping."
     s = json.dumps(params, sort_keys=True, default=_json_default)
     return hashlib.sha256(s.encode()).hexdigest()[:16]
 
-STAGE_INPUT_HOOKS = []   # functions (params, cache) -> {name: content hash}; `wsss_nb.stages.common` adds the split lists'
+STAGE_INPUT_HOOKS = []   # functions (params, cache, reads) -> {name: content hash}; `wsss_nb.stages.common` adds the split's files
 
 def stage_inputs(params:dict, # a stage's parameters (`dataset`, `data_root`, `split`, `saliency_dir`, ...)
-                 cache=None)->dict: # see `content_hash`
+                 cache=None, # a `HashCache` (or its file), see `content_hash`
+                 reads=())->dict: # what the stage reads of the split: 'images', 'masks', 'saliency'
     "The content hashes every registered hook finds for these parameters; `Stage` adds them to its fingerprint."
     out = {}
-    for hook in STAGE_INPUT_HOOKS: out.update(hook(params, cache))
+    for hook in STAGE_INPUT_HOOKS: out.update(hook(params, cache, tuple(reads)))
     return out
 
 def run_dir(out_root, # Root of all runs, e.g. 'outputs'
@@ -219,70 +280,133 @@ def run_dir(out_root, # Root of all runs, e.g. 'outputs'
 
 _NOT_OUTPUTS = ('_done.json', '_params.json', 'last.pt')   # records and the resume checkpoint
 
+def _intact(f:Path)->bool:
+    "A cheap readability check of the formats the stages write: zip containers (.npz, .pt) end in a central directory, PNGs in IEND."
+    try:
+        if f.suffix in ('.npz', '.pt'):
+            import zipfile
+            return zipfile.is_zipfile(f)
+        if f.suffix == '.png':
+            with open(f, 'rb') as fh:
+                if fh.read(8) != b'\x89PNG\r\n\x1a\n': return False
+                fh.seek(-12, os.SEEK_END); return fh.read(12)[4:8] == b'IEND'
+        if f.suffix == '.json': json.loads(f.read_text()); return True
+    except (OSError, ValueError): return False
+    return True
+
+def _changed_keys(old, new, prefix='')->list:
+    "Dotted keys whose values differ between two nested mappings."
+    if not (isinstance(old, dict) and isinstance(new, dict)): return [prefix.rstrip('.') or '(all)'] if old != new else []
+    return [k for key in sorted(set(old) | set(new)) for k in _changed_keys(old.get(key), new.get(key), f'{prefix}{key}.')]
+
 class Stage:
-    "A resumable stage folder `out_root/run/name` that records its parameters and completion."
+    "A resumable stage folder `out_root/run/name` that records its parameters, the content of its inputs and outputs, and completion."
     def __init__(self,
                  out_root, # Root of all runs
                  run:str, # Run name
                  name:str, # Stage name (folder)
                  params:dict, # Parameters that determine this stage's outputs
-                 upstream=()): # Stages whose outputs this stage reads
+                 upstream=(), # Stages whose outputs this stage reads
+                 reads=('images', 'masks')): # what it reads of the split its parameters name: 'images', 'masks', 'saliency'
         self.path = run_dir(out_root, run, name)
         self.name, self.upstream = name, list(upstream)
         ups = {u.name: u.fingerprint_done() for u in self.upstream}
-        if params and (found := stage_inputs(params, Path(out_root)/'.hash_cache.json')):   # split lists, saliency: by content
-            params = {**params, 'inputs': {**(params.get('inputs') or {}), **found}}
+        if params:   # the split list, and the content of every image / mask / saliency map the stage reads
+            with HashCache(Path(out_root)/'.hash_cache.json') as hc: found = stage_inputs(params, hc, reads)
+            if found: params = {**params, 'inputs': {**(params.get('inputs') or {}), **found}}
         self.params = dict(params=params, upstream=ups)
         self.fingerprint = params_hash(self.params)
 
     def fingerprint_done(self):
-        "The fingerprint recorded when this stage finished; error if it has not, or if files it wrote are missing or changed."
+        "What a downstream stage records of this finished one: its fingerprint and the sha1 of every file it wrote (rebuilt outputs that differ rerun the stages after it); error if it has not finished, or if files it wrote are missing or changed."
         f = self.path/'_done.json'
         if not f.is_file(): raise DataError(f"Stage '{self.name}' has not finished: {f} is missing. Run that stage first.")
         rec = load_json(f)
         if bad := self.damaged(rec):
             raise DataError(f"{self.name}/{bad} from the finished stage {self.name}/ ({self.path}): rerun stage '{self.name}' "
                             f"(it is redone because its files are incomplete), or delete {self.path} and rerun the run")
-        return rec['fingerprint']
+        files = {k: v[2] if isinstance(v, list) and len(v) == 3 else v for k, v in (rec.get('files') or {}).items()}
+        return params_hash(dict(fingerprint=rec['fingerprint'], files=files))
+
+    def _files(self)->list:
+        "The files this stage wrote (not its records, hidden files or the resume checkpoint)."
+        return [f for f in sorted(self.path.rglob('*')) if f.is_file() and f.name not in _NOT_OUTPUTS and not f.name.startswith('.')
+                and not f.name.endswith('.corrupt')]   # a checkpoint set aside is no output
 
     def _outputs(self)->dict:
-        "{relative path: size} of the files this stage wrote (not its records, hidden files or the resume checkpoint)."
-        return {str(f.relative_to(self.path)): f.stat().st_size for f in sorted(self.path.rglob('*'))
-                if f.is_file() and f.name not in _NOT_OUTPUTS and not f.name.startswith('.')}
+        "{relative path: [size, mtime_ns, sha1]} of the files this stage wrote."
+        out = {}
+        for f in self._files():
+            st = f.stat(); out[str(f.relative_to(self.path))] = [st.st_size, st.st_mtime_ns, _file_sha(f)]
+        return out
 
-    def damaged(self, rec:dict=None)->str|None: # the `_done.json` record (read if None)
-        "None if every file listed in `_done.json` is there with its size, else what is wrong with the first one that is not."
+    def problems(self, rec:dict=None, # the `_done.json` record (read if None)
+                 first:bool=False)->list: # stop at the first problem
+        "[(relative path, what is wrong)] of the files listed in `_done.json` that are missing, or changed since (size, else content when the mtime moved)."
         if rec is None:
             f = self.path/'_done.json'
-            if not f.is_file(): return None
+            if not f.is_file(): return []
             rec = load_json(f)
-        for rel, size in (rec.get('files') or {}).items():
+        out = []
+        for rel, want in (rec.get('files') or {}).items():
+            want = want if isinstance(want, list) else [want]   # older records hold the size only
             p = self.path/rel
-            if not p.is_file(): return f"{rel} is missing"
-            if p.stat().st_size != size: return f"{rel} has {p.stat().st_size} bytes instead of {size} (truncated or replaced)"
-        return None
+            try: st = p.stat()
+            except FileNotFoundError: out.append((rel, 'is missing'))
+            else:
+                if st.st_size != want[0]: out.append((rel, f"has {st.st_size} bytes instead of {want[0]} (truncated or replaced)"))
+                elif len(want) == 3 and st.st_mtime_ns != want[1] and _file_sha(p) != want[2]:
+                    out.append((rel, "has other content than the stage wrote (replaced)"))
+            if first and out: break
+        return out
+
+    def damaged(self, rec:dict=None)->str|None: # the `_done.json` record (read if None)
+        "None if every file listed in `_done.json` is there with its size and content, else what is wrong with the first one that is not."
+        bad = self.problems(rec, first=True)
+        return f"{bad[0][0]} {bad[0][1]}" if bad else None
 
     @property
     def done(self)->bool:
-        "True if the stage finished with exactly these parameters and every file it wrote is still there."
+        "True if the stage finished with exactly these parameters and inputs, and every file it wrote is still there, unchanged."
         f = self.path/'_done.json'
         if not f.is_file(): return False
         rec = load_json(f)
         return rec.get('fingerprint') == self.fingerprint and self.damaged(rec) is None
 
+    def _repair(self, rec:dict|None):
+        "Before resuming: delete (naming each, one line) every output that is missing, changed, or unreadable, so the stage writes it again."
+        bad = self.problems(rec) if rec else []
+        listed = set(rec.get('files') or {}) if rec else set()
+        bad += [(str(f.relative_to(self.path)), 'is unreadable (truncated?)') for f in self._files()
+                if str(f.relative_to(self.path)) not in listed and not _intact(f)]
+        for i, (rel, why) in enumerate(bad):
+            (self.path/rel).unlink(missing_ok=True)
+            if i < 10: print(f"{self.name}: {rel} {why}: writing it again", flush=True)
+        if len(bad) > 10: print(f"{self.name}: ... and {len(bad) - 10} more files written again", flush=True)
+
     def begin(self)->Path:
-        "Start (or resume) the stage: wipe the folder if it was started with other parameters."
-        pf = self.path/'_params.json'
+        "Start (or resume) the stage: wipe the folder if it was started with other parameters or inputs; else rebuild what is damaged."
+        pf, df = self.path/'_params.json', self.path/'_done.json'
         if self.path.exists():
-            same = pf.is_file() and params_hash(load_json(pf)) == self.fingerprint
-            if not same: shutil.rmtree(self.path)
-            else: (self.path/'_done.json').unlink(missing_ok=True)
+            old = load_json(pf) if pf.is_file() else None
+            rec = None
+            with contextlib.suppress(DataError): rec = load_json(df) if df.is_file() else None
+            if old is None or params_hash(old) != self.fingerprint:
+                if rec is not None and old is not None:
+                    keys = _changed_keys(old, json.loads(json.dumps(self.params, default=_json_default)))   # as written
+                    print(f"{self.name}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''} changed since it finished: "
+                          f"starting it again", flush=True)
+                shutil.rmtree(self.path)
+            else:
+                clean_stale_temps(self.path)
+                self._repair(rec)
+                df.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
         save_json(self.params, pf)
         return self.path
 
     def finish(self, summary:dict=None): # JSON-serialisable summary (scores, timings)
-        "Mark the stage finished, listing the files it wrote (name and size); this is the last file it writes."
+        "Mark the stage finished, listing the files it wrote (size, mtime, sha1); this is the last file it writes."
         save_json(dict(fingerprint=self.fingerprint, summary=summary or {}, files=self._outputs()), self.path/'_done.json')
 
     def summary(self)->dict:
@@ -292,39 +416,27 @@ class Stage:
     def __repr__(self): return f"Stage({self.path}, done={self.done})"
 
 # %% ../nbs/00_core.ipynb #7734d56b
-def _file_sha(path:Path)->str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
-    return h.hexdigest()[:16]
+def _hash_cache(cache)->HashCache:
+    return cache if isinstance(cache, HashCache) else HashCache(cache)
 
 def content_hash(path, # a file or a folder
-                 cache=None)->str: # JSON file caching hashes by (size, mtime); None: no cache
-    "Content fingerprint of a file (sha256) or a folder (its files' names and hashes); files are re-read only when size or mtime changed."
+                 cache=None)->str: # a `HashCache`, or its JSON file; None: no cache
+    "Content fingerprint of a file (sha1) or a folder (its files' names and hashes); files are re-read only when size or mtime changed."
     path = Path(path)
     if not path.exists(): raise DataError(f"Input not found: {path}")
-    store = {}
-    if cache is not None and Path(cache).is_file():
-        with contextlib.suppress(Exception): store = json.loads(Path(cache).read_text())
-    changed = False
-    def one(f:Path)->str:
-        nonlocal changed
-        st = f.stat(); key = str(f.resolve()); sig = [st.st_size, st.st_mtime_ns]
-        if key in store and store[key][:2] == sig: return store[key][2]
-        store[key] = sig + [_file_sha(f)]; changed = True
-        return store[key][2]
-    if path.is_file(): out = one(path)
-    else:
-        files = sorted(f for f in path.rglob('*') if f.is_file() and not f.name.startswith('.'))
-        out = hashlib.sha256('\n'.join(f"{f.relative_to(path)}:{one(f)}" for f in files).encode()).hexdigest()[:16]
-    if changed and cache is not None:
-        with contextlib.suppress(OSError): save_json(store, cache)
+    hc = _hash_cache(cache)
+    if path.is_file(): out = hc.sha(path)[:16]
+    else: out = hc.manifest({str(f.relative_to(path)): f for f in sorted(path.rglob('*')) if f.is_file() and not f.name.startswith('.')})
+    if hc is not cache: hc.save()
     return out
 
 def input_fingerprints(cache=None, # see `content_hash`
                        **paths)->dict: # name=path of every file/folder a stage reads (None and non-paths like 'imagenet' skipped)
     "{name: content hash} of the inputs that exist, for a stage's fingerprint: replacing a file behind the same path reruns the stage."
-    return {k: content_hash(v, cache) for k, v in paths.items() if isinstance(v, (str, Path)) and Path(v).exists()}
+    hc = _hash_cache(cache)
+    out = {k: content_hash(v, hc) for k, v in paths.items() if isinstance(v, (str, Path)) and Path(v).exists()}
+    if hc is not cache: hc.save()
+    return out
 
 # %% ../nbs/00_core.ipynb #1c02aa7f
 def _pid_alive(pid:int)->bool:

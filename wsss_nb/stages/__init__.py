@@ -67,7 +67,7 @@ def show_demo_result(info:dict, # from `load_demo_result`
     return fig
 
 # %% ../../nbs/09_stages.ipynb #4fcac43c
-SHARED_KEYS = ('run', 'out_root', 'dataset', 'data_root', 'device', 'amp', 'seed', 'num_workers', 'deterministic')
+SHARED_KEYS = ('run', 'out_root', 'dataset', 'data_root', 'device', 'amp', 'seed', 'num_workers', 'deterministic', 'diverge_factor')
 PATH_ARGS = ('data_root', 'out_root')  # resolved against the project root (`wsss_nb.core.resolve_path`)
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from ..core import ConfigError, WSSSError, STAGE_INPUT_HOOKS, content_hash, save_json, save_torch
+from ..core import ConfigError, WSSSError, STAGE_INPUT_HOOKS, HashCache, content_hash, save_json, save_torch
 from ..data import get_dataset, _split_path
 from ..cam import seed_numpy_worker
 from .. import viz
 from ..dist import all_reduce_sum, get_world_size
 
 # %% auto #0
-__all__ = ['collate', 'auto_workers', 'prepare_data', 'split_inputs', 'LossLog']
+__all__ = ['MASK_DIRS', 'collate', 'auto_workers', 'prepare_data', 'split_inputs', 'LossLog']
 
 # %% ../../nbs/09a_stages.common.ipynb #301f7b4d
 def collate(samples:list)->dict: # list of dataset samples (dicts)
@@ -95,17 +95,27 @@ def _non_default(**pairs)->dict:
     return {k: v for k, (v, default) in pairs.items() if v != default}
 
 # %% ../../nbs/09a_stages.common.ipynb #d2b8f1a3
-def split_inputs(params:dict, # a stage's parameters: `data_root`, `split`, optionally `saliency_dir` (the synthetic set's `Saliency/` when it is None)
-                 cache=None)->dict: # see `wsss_nb.core.content_hash`
-    "{'split_list': hash, 'saliency': hash} of the split file and saliency folder the parameters name (those that exist)."
+MASK_DIRS = {'voc12_aug': 'SegmentationClassAug'}   # dataset -> mask folder, where it is not SegmentationClass (`wsss_nb.data.datasets`)
+
+def split_inputs(params:dict, # a stage's parameters: `dataset`, `data_root`, `split`, optionally `saliency_dir` (the synthetic set's `Saliency/` when it is None)
+                 cache=None, # a `HashCache` (or its file), see `wsss_nb.core.content_hash`
+                 reads=('images', 'masks'))->dict: # what the stage reads of each listed id: 'images', 'masks', 'saliency'
+    "{'split_list': hash, 'images'/'masks'/'saliency': manifest hash} of the split file and of the content of each file of the split the stage reads."
     out, root = {}, params.get('data_root')
-    if root is None: return out
-    if isinstance(params.get('split'), str) and (f := _split_path(root, params['split'])).is_file(): out['split_list'] = content_hash(f, cache)
-    if isinstance(sal := params.get('saliency_dir'), str):
-        folder = Path(sal) if Path(sal).is_absolute() else Path(root)/sal
-        if folder.is_dir(): out['saliency'] = content_hash(folder, cache)
-    elif 'saliency_dir' in params and sal is None and params.get('dataset') == 'synthetic' and (Path(root)/'Saliency').is_dir():
-        out['saliency'] = content_hash(Path(root)/'Saliency', cache)   # the synthetic set's own maps, read when none is named
+    if root is None or not isinstance(params.get('split'), str) or not (f := _split_path(root, params['split'])).is_file(): return out
+    root, hc = Path(root), (cache if isinstance(cache, HashCache) else HashCache(cache))
+    out['split_list'] = content_hash(f, hc)
+    ids = [Path(l.split()[0]).stem for l in f.read_text().splitlines() if l.strip()]
+    if params.get('max_images'): ids = ids[:params['max_images']]   # `max_images` keeps the first N ids
+    folders = dict(images=(root/'JPEGImages', '.jpg'), masks=(root/MASK_DIRS.get(params.get('dataset'), 'SegmentationClass'), '.png'))
+    sal = params.get('saliency_dir')
+    if isinstance(sal, str): folders['saliency'] = (Path(sal) if Path(sal).is_dir() else root/sal, '.png')   # as `SegDataset`
+    elif sal is None and params.get('dataset') == 'synthetic' and (root/'Saliency').is_dir(): folders['saliency'] = (root/'Saliency', '.png')
+    for what in reads:
+        if what in folders and folders[what][0].is_dir():
+            folder, ext = folders[what]
+            out[what] = hc.manifest({i: folder/f'{i}{ext}' for i in ids})
+    if hc is not cache: hc.save()
     return out
 
 if split_inputs not in STAGE_INPUT_HOOKS: STAGE_INPUT_HOOKS.append(split_inputs)
@@ -142,16 +152,27 @@ def _checkpoint(path, model, opt, sched, step, history, method_state=None,
                     history=history, rng=_rng_state(), loader_rng=loader_rng, epoch_pos=epoch_pos,
                     method_state=method_state or {}), path)
 
+def _load_checkpoint(path)->dict|None:
+    "The checkpoint at `path`, or None if there is none; one that cannot be read is set aside as `<name>.corrupt` (one line) and the stage restarts."
+    path = Path(path)
+    if not path.is_file(): return None
+    try:
+        ck = torch.load(path, map_location='cpu', weights_only=False)
+        if isinstance(ck, dict) and {'model', 'step', 'rng'} <= set(ck): return ck
+        why = 'holds no training state'
+    except Exception as e: why = f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+    os.replace(path, path.with_name(path.name + '.corrupt'))
+    print(f"{path.parent.name}: the resume checkpoint {path} {why}: set aside as {path.name}.corrupt; training starts again", flush=True)
+    return None
+
 def _resume_loader(path)->tuple:
     "(loader generator states, batches already seen in that epoch, global RNG state) of a checkpoint; (None, 0, None) without one."
-    if not Path(path).is_file(): return None, 0, None
-    ck = torch.load(path, map_location='cpu', weights_only=False)
+    if (ck := _load_checkpoint(path)) is None: return None, 0, None
     return ck.get('loader_rng'), ck.get('epoch_pos', 0), ck['rng']
 
 def _resume(path, model, opt, sched, method=None):
     "Restore a checkpoint written by `_checkpoint` (and the method's own state); returns (step, history)."
-    if not Path(path).is_file(): return 0, []
-    ck = torch.load(path, map_location='cpu', weights_only=False)
+    if (ck := _load_checkpoint(path)) is None: return 0, []
     model.load_state_dict(ck['model']); opt.load_state_dict(ck['opt']); sched.load_state_dict(ck['sched'])
     if method is not None: method.load_method_state(ck.get('method_state', {}))
     _set_rng_state(ck['rng'])
@@ -191,3 +212,20 @@ class LossLog:
             if bad:
                 raise WSSSError(f"{stage}: loss became {'NaN' if math.isnan(h[bad[0]]) else 'infinite'} at step {i+1} (lr {lr}): "
                                 f"lower `{lr_key}` (or set `amp: false`) and rerun; the stage is not marked done and reruns")
+    def check(self, stage:str, # stage name for the message, e.g. 'cls'
+              lr_key:str, # the config key of the learning rate, e.g. 'cls_lr'
+              lr:float, # its value
+              factor:float=10., # the config's `diverge_factor`: stop when the smoothed loss exceeds `factor` × its start (0: off)
+              first:int=0, # index of the first history entry to check for non-finite values
+              window:int=10): # steps averaged at the start and at the end
+        "Raise `WSSSError` if a loss is non-finite, or the mean of the last `window` losses grew past `factor` × the mean of the first `window`."
+        self.check_finite(stage, lr_key, lr, first)
+        losses = [h['loss'] for h in self.history if 'loss' in h]
+        k = min(window, len(losses) // 2)
+        if not factor or k < 1: return
+        start, now = float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
+        steps = lambda a, b: f"mean of steps {a}-{b}" if a < b else f"step {a}"
+        if start > 0 and now > factor * start:
+            raise WSSSError(f"{stage}: loss diverged: {now:.3g} ({steps(len(losses)-k+1, len(losses))}) is more than "
+                            f"diverge_factor={factor:g} x its start {start:.3g} ({steps(1, k)}) (lr {lr}): lower `{lr_key}` "
+                            f"(or raise `diverge_factor`; 0 turns the check off) and rerun; the stage is not marked done and reruns")

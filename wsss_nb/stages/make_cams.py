@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
-from ..core import ConfigError, Stage, configure_determinism, save_json
+from ..core import ConfigError, WSSSError, Stage, configure_determinism, load_json, save_json
 from ..cam import MethodContext, WSSSMethod, infer_cams, load_cams, normalize_cams, save_cams, IMAGE_RESIZES, UPSAMPLES, CAM_DTYPES
 from ..metrics import cam_threshold_sweep
 from ..dist import barrier, init_distributed, on_main, shard
@@ -49,7 +49,7 @@ def make_cams(run:str='smoke', out_root='outputs', dataset:str='synthetic', data
     params.update({k: v for k, v in geometry.items() if v != _GEOMETRY_DEFAULTS[k]})  # at the defaults: fingerprints unchanged
     if dtype not in CAM_DTYPES: raise ConfigError(f"cam_dtype must be one of {', '.join(CAM_DTYPES)}; got {dtype!r}")
     if dtype != 'float16': params['dtype'] = dtype   # float16 (the default): fingerprints unchanged
-    st = Stage(out_root, run, 'cams', params, upstream=[cls])
+    st = Stage(out_root, run, 'cams', params, upstream=[cls], reads=('images', 'masks') + (('saliency',) if _method_reads_saliency(cls) else ()))
     if st.done: print(f"cams: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     if batch_size is not None and batch_size < 1: raise ConfigError(f"cam_batch_size must be >= 1 (or None), got {batch_size}")
     info = init_distributed(device); dev = info.device
@@ -88,6 +88,14 @@ def make_cams(run:str='smoke', out_root='outputs', dataset:str='synthetic', data
                        time_s=time.time()-t0))
     on_main(_score)
     return st
+
+def _method_reads_saliency(cls:Stage)->bool:
+    "Whether the classifier's method reads saliency maps (from the parameters `cls` was trained with; False if unknown)."
+    from wsss_nb.cam import get_method
+    try:
+        p = load_json(cls.path/'_params.json')['params']
+        return bool(get_method(p['method'], **(p.get('method_args') or {})).needs_saliency)
+    except (WSSSError, KeyError, TypeError): return False
 
 class CamWriter:
     "Writes CAM files in background threads, so the device never waits for compression or disk; errors surface on exit."

@@ -37,9 +37,9 @@ def make_pseudo_labels(run:str='smoke', out_root='outputs', dataset:str='synthet
     refiner_args = dict(refiner_args or {})
     params = dict(dataset=dataset, data_root=str(data_root), split=split, bg_threshold=bg_threshold, refiner=refiner,
                   refiner_args=refiner_args, saliency_dir=_str(saliency_dir), max_images=max_images)
-    st = Stage(out_root, run, 'pseudo', params, upstream=[cams])
-    if st.done: print(f"pseudo: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     refine = get_refiner(refiner, **refiner_args)   # fails on unknown names before any work
+    st = Stage(out_root, run, 'pseudo', params, upstream=[cams], reads=('images', 'masks') + (('saliency',) if refine.needs_saliency else ()))
+    if st.done: print(f"pseudo: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     gpu_refiner = hasattr(refine, 'fit') or refine.batched   # refiners that use the device
     info = init_distributed(device if gpu_refiner or launched() else 'cpu')
     num_workers = auto_workers(num_workers, get_device(device))

@@ -50,6 +50,7 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                      jitter:float=0.3, # Colour jitter strength (0 = off)
                      bn_eval:bool=False, # Keep BatchNorm in eval mode (running statistics frozen, affine parameters still learn)
                      sync_bn:bool=False, # SyncBatchNorm over the global batch in a torchrun CUDA run
+                     diverge_factor:float=10., # stop (not done) when the smoothed loss grows past this factor of its start; 0: off (see `LossLog.check`)
                      deterministic:bool=None)->Stage: # None: bit-exact on CPU, fast on CUDA (see `wsss_nb.core.configure_determinism`)
     "Train the WSSS classifier from image-level labels; writes `cls/model.pt`. Data-parallel (DDP) under torchrun."
     method_args = dict(method_args or {})
@@ -59,13 +60,13 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                   head_lr_mult=head_lr_mult, weight_decay=weight_decay, saliency_dir=_str(saliency_dir), seed=seed, max_images=max_images,
                   **_non_default(flip=(flip, True), jitter=(jitter, 0.3), bn_eval=(bn_eval, False), sync_bn=(sync_bn, False),
                                  resize=(resize, None)))
-    sal = None if saliency_dir is None else (Path(saliency_dir) if Path(saliency_dir).is_absolute() else Path(data_root)/saliency_dir)
-    inputs = input_fingerprints(Path(out_root)/'.hash_cache.json', pretrained=pretrained, saliency_dir=sal,
+    inputs = input_fingerprints(Path(out_root)/'.hash_cache.json', pretrained=pretrained,
                                 **{f'method_args.{k}': v for k, v in method_args.items() if k in ('pretrained', 'weights', 'round0_weights', 'scn_weights')})
     if inputs: params['inputs'] = inputs    # content of the files read: a replaced weight file reruns the stage
-    st = Stage(out_root, run, 'cls', params)
-    if st.done: print(f"cls: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     wsss = get_method(method, **method_args)   # fails on unknown names before any work
+    # the images and masks (image-level labels) of the split by content; saliency maps only when the method reads them
+    st = Stage(out_root, run, 'cls', params, reads=('images', 'masks') + (('saliency',) if wsss.needs_saliency else ()))
+    if st.done: print(f"cls: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     info = init_distributed(device); dev = info.device   # rank 0 of 1 unless started by torchrun
     if wsss.needs_whole_images: _check_whole_images(method, resize, crop_size, scale_min, scale_max, flip, info.world)
     on_main(st.begin); seed_everything(seed, deterministic, dev); t0 = time.time()
@@ -108,10 +109,10 @@ def train_classifier(run:str='smoke', # Run name: outputs go to out_root/run/cls
                 log.add(out); bar.update()
                 if step % len(loader) == 0 or step == total:   # end of an epoch: read the losses back, checkpoint
                     bar.set_postfix(loss=f"{log.flush()['loss']:.3f}")
-                    log.check_finite('cls', 'cls_lr', lr)   # stop before a diverged model is checkpointed or clustered
+                    log.check('cls', 'cls_lr', lr, diverge_factor)   # stop before a diverged model is checkpointed or clustered
                     if info.is_main: _checkpoint(st.path/'last.pt', model, opt, sched, step, history, method_state=wsss.method_state(),
                                                  loader_rng=epoch_states, epoch_pos=i + 1)
-    log.flush(); log.check_finite('cls', 'cls_lr', lr)
+    log.flush(); log.check('cls', 'cls_lr', lr, diverge_factor)
     on_main(lambda: wsss.on_train_end(model, ctx))
     meta = dict(method=method, method_args=method_args, backbone=backbone, output_stride=output_stride, num_classes=ds.num_classes, class_names=ds.class_names)
     def _finish():

@@ -53,6 +53,7 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
                        progress:bool=True,
                        flip:bool=True, # Random horizontal flip
                        neck:int=None, # BN projection channels before ASPP; None: the backbone's default (`DEFAULT_NECK`), 0: none
+                       diverge_factor:float=10., # stop (not done) when the smoothed loss grows past this factor of its start; 0: off (see `LossLog.check`)
                        deterministic:bool=None)->Stage: # None: bit-exact on CPU, fast on CUDA (see `wsss_nb.core.configure_determinism`)
     "Train DeepLab-v2 on pseudo-labels or ground truth; writes `seg_<labels>/model.pt`. Data-parallel (DDP) under torchrun."
     if labels not in ('pseudo', 'gt'): raise ConfigError(f"labels must be 'pseudo' or 'gt', got {labels!r}")
@@ -64,7 +65,7 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
     pad = train_pad_colour(backbone)   # deeplab-pytorch's networks: crops padded with the exact Caffe mean (0 after subtraction)
     if pad is not None: params['pad'] = list(pad)
     if inputs := input_fingerprints(Path(out_root)/'.hash_cache.json', pretrained=pretrained): params['inputs'] = inputs
-    st = Stage(out_root, run, f'seg_{labels}', params, upstream=upstream)
+    st = Stage(out_root, run, f'seg_{labels}', params, upstream=upstream, reads=('images', 'masks') if labels == 'gt' else ('images',))   # pseudo: masks via `pseudo`
     if st.done: print(f"seg_{labels}: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     info = init_distributed(device); dev = info.device   # rank 0 of 1 unless started by torchrun
     on_main(st.begin); seed_everything(seed, deterministic, dev); t0 = time.time()
@@ -111,9 +112,9 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
                 log.add(dict(loss=loss)); bar.update()
                 if step % CHECKPOINT_EVERY == 0 or step == iters:   # read the losses back (one sync per 50 steps), checkpoint
                     bar.set_postfix(loss=f"{log.flush()['loss']:.3f}")
-                    log.check_finite(f'seg_{labels}', 'seg_lr', lr)   # a diverged network is neither checkpointed nor done
+                    log.check(f'seg_{labels}', 'seg_lr', lr, diverge_factor)   # a diverged network is neither checkpointed nor done
                     if info.is_main: _checkpoint(st.path/'last.pt', model, opt, sched, step, history, loader_rng=epoch_states, epoch_pos=pos)
-    log.flush(); log.check_finite(f'seg_{labels}', 'seg_lr', lr)
+    log.flush(); log.check(f'seg_{labels}', 'seg_lr', lr, diverge_factor)
     meta = dict(backbone=backbone, output_stride=output_stride, rates=list(rates), msc=msc, neck=neck,
                 num_classes=base.num_classes, class_names=base.class_names, labels=labels)
     def _finish():
