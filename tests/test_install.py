@@ -99,5 +99,6 @@ def test_requires_python_is_what_ci_tests():
     "3.11 (the full suite) to 3.13 (the fresh-venv smoke in .ci/run); each tested minor version is a classifier."
     assert PYPROJECT['project']['requires-python'] == '>=3.11,<3.14'
     assert {f'Programming Language :: Python :: 3.{m}' for m in (11, 12, 13)} <= set(PYPROJECT['project']['classifiers'])
-    ci = (ROOT/'.ci'/'run').read_text()
-    assert 'python3.13' in ci and 'smoke313' in ci
+    assert 'bash .ci/smoke-python 3.13' in (ROOT/'.ci'/'run').read_text()
+    smoke = (ROOT/'.ci'/'smoke-python').read_text()
+    assert 'ver="${1:-3.13}"' in smoke and 'pip install -q -e .' in smoke and 'runs on crf_torch' in smoke
