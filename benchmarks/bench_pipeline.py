@@ -56,6 +56,12 @@ def make_voc_like(root:Path, n:int, seed:int=0)->Path:
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
+def _add(rows:list, peaks:list, row:tuple):
+    "Append (stage, bare images/s, loop images/s) and print it at once (a run cut short by a timeout keeps its rows)."
+    rows.append(row); pk = peaks[len(rows) - 1] if len(peaks) >= len(rows) else None
+    print(f'[bench_pipeline] {row[0]}: bare {row[1]:.2f} images/s, loop {row[2]:.2f} images/s ({row[2]/row[1]:.0%})'
+          + ('' if pk is None else f', loop peak GPU {pk:.0f} MB'), flush=True)
+
 def _peak(dev, fn, peaks:list):
     "Run `fn`; append its peak GPU memory in MB to `peaks` (None off CUDA); return what `fn` returned."
     if dev.type == 'cuda': torch.cuda.synchronize(dev); torch.cuda.reset_peak_memory_stats(dev)
@@ -150,26 +156,26 @@ def main(argv=None):
         cls = lambda: train_classifier(**kw, method='cam', backbone=cb, pretrained=None, crop_size=crop, batch_size=cls_bs,
                                        epochs=epochs, num_workers=None, lr=1e-3)
         st = _peak(dev, cls, peaks)
-        s = st.summary(); rows.append(('classifier', bare_cls(cb, cls_bs, crop, dev, amp), s['steps']*cls_bs/s['train_time_s']))
+        s = st.summary(); _add(rows, peaks, ('classifier', bare_cls(cb, cls_bs, crop, dev, amp), s['steps']*cls_bs/s['train_time_s']))
         reruns = {'classifier': ('cls', cls)}
         cams = lambda: make_cams(**kw, num_workers=None, batch_size=None)
         st = _peak(dev, cams, peaks)
-        rows.append(('CAMs (4 scales + flip)', bare_cams(cb, img_hw, dev, amp, 8 if cuda else 1), n/st.summary()['time_s']))
+        _add(rows, peaks, ('CAMs (4 scales + flip)', bare_cams(cb, img_hw, dev, amp, 8 if cuda else 1), n/st.summary()['time_s']))
         reruns['CAMs (4 scales + flip)'] = ('cams', cams)
         pseudo = lambda: make_pseudo_labels(**{k: v for k, v in kw.items() if k != 'amp'}, bg_threshold=0.3, refiner=refiner, num_workers=None)
         st = _peak(dev, pseudo, peaks)
-        rows.append((f'pseudo-labels ({refiner})', bare_pseudo(refiner, _ds(dataset, data), tmp/'out'/'bench'/'cams', min(n, 16), dev), n/st.summary()['time_s']))
+        _add(rows, peaks, (f'pseudo-labels ({refiner})', bare_pseudo(refiner, _ds(dataset, data), tmp/'out'/'bench'/'cams', min(n, 16), dev), n/st.summary()['time_s']))
         reruns[rows[-1][0]] = ('pseudo', pseudo)
         iters = a.seg_iters or (3 if not cuda and a.size == 'voc' else 40)
         seg = lambda: train_segmentation(**kw, labels='pseudo', backbone=sb, pretrained=None, output_stride=os_, rates=rates, iters=iters,
                                          batch_size=seg_bs, crop_size=scrop, num_workers=None)
         st = _peak(dev, seg, peaks)
-        s = st.summary(); rows.append(('DeepLab-v2', bare_seg(sb, seg_bs, scrop, dev, amp, rates, os_), s['steps']*seg_bs/s['train_time_s']))
+        s = st.summary(); _add(rows, peaks, ('DeepLab-v2', bare_seg(sb, seg_bs, scrop, dev, amp, rates, os_), s['steps']*seg_bs/s['train_time_s']))
         reruns['DeepLab-v2'] = ('seg_pseudo', seg)
         n_val = len(_ds(dataset, data, 'val').ids)
         ev = lambda: evaluate(**kw, max_images=n_val)
         t0 = time.perf_counter(); _peak(dev, ev, peaks); t_eval = time.perf_counter() - t0
-        rows.append(('evaluation (1 scale)', bare_eval(sb, img_hw, dev, amp, rates, os_), n_val/t_eval))
+        _add(rows, peaks, ('evaluation (1 scale)', bare_eval(sb, img_hw, dev, amp, rates, os_), n_val/t_eval))
         reruns['evaluation (1 scale)'] = ('eval', ev)
         name = torch.cuda.get_device_name(dev) if cuda else f'cpu ({torch.get_num_threads()} threads)'
         print(f'\n{a.size} size, device {name}, {n} images, classifier {cb} {cls_bs}x{crop}^2, DeepLab-v2 {sb} {seg_bs}x{scrop}^2, amp={amp}\n')

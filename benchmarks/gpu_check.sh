@@ -35,7 +35,8 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 SUMMARY="$OUT/summary.md"
 START=$SECONDS
 echo "# gpu_check.sh --device $DEV$([ "$TINY" = 1 ] && echo ' --tiny') ($(date -u '+%Y-%m-%d %H:%M UTC'), budget ${BUDGET}s)" > "$SUMMARY"
-echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' + local changes')" >> "$SUMMARY"
+if git rev-parse --short HEAD >/dev/null 2>&1; then
+  echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' + local changes')" >> "$SUMMARY"; fi
 
 want() { [ -z "$ONLY" ] && [ "$1" != demo_det ] || [[ "$ONLY" == *",$1,"* ]]; }
 left() { echo $(( BUDGET - (SECONDS - START) )); }
@@ -60,7 +61,7 @@ step() {
   local what="rc=$rc"; [ $rc = 124 ] || [ $rc = 137 ] && what="TIMED OUT after ${t}s (rc=$rc)"
   echo "[$name: $what, $((SECONDS - t0))s, GPU memory used at most: $mem]" | tee -a "$OUT/$file"
   { echo -e "\n## $name: $what, $((SECONDS - t0)) s wall, nvidia-smi peak $mem\n"; echo '```'; echo "$*"; echo '```'
-    grep -E '^\||^Projected|size, device|^inputs:|^resnet|^\[wsss-nb\] [0-9]+_.* finished|mIoU|^Profile of|^Top 15|^wsss_nb |^torch |^gpu |^python ' "$OUT/$file" | grep -v '^|-' | head -80
+    grep -E '^\||^Projected|size, device|^inputs:|^resnet|^\[wsss-nb\] [0-9]+_.* finished|mIoU|^Profile of|^Top 15|^\[bench_pipeline\]| img/s |^wsss_nb |^torch |^gpu |^python ' "$OUT/$file" | grep -v '^|-' | head -80
     [ $rc = 0 ] || { echo -e '\nlast lines:\n```'; tail -15 "$OUT/$file"; echo '```'; }; } >> "$SUMMARY"
   return 0
 }
