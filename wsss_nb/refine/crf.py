@@ -70,7 +70,7 @@ def dense_crf(image:np.ndarray, # HxWx3 uint8 RGB image
         raise DataError(f"image must have shape (H,W,3) matching probs (C,H,W) = {probs.shape}, got image shape {image.shape}")
     if image.dtype != np.uint8: raise DataError(f"image must be uint8 RGB, got dtype {image.dtype}")
     if crf_backend() == 'crf_torch':
-        from .crf_torch import dense_crf_torch
+        from wsss_nb.refine.crf_torch import dense_crf_torch
         q = dense_crf_torch(image, probs, n_iters=n_iters, gauss_sxy=gauss_sxy, gauss_compat=gauss_compat, bilateral_sxy=bilateral_sxy,
                             bilateral_srgb=bilateral_srgb, bilateral_compat=bilateral_compat, clip=clip, device=device or 'cpu')
         return q.cpu().numpy()
@@ -160,7 +160,7 @@ class CRFRefiner(Refiner):
     def batch(self, images, cams, keys, bg_threshold=None, saliencies=None)->list:
         "Labels of several images: one `crf_torch` call per image size when pydensecrf is absent (CUDA when available)."
         if not self.batched: return super().batch(images, cams, keys, bg_threshold, saliencies)
-        from .crf_torch import crf_torch_labels_batch
+        from wsss_nb.refine.crf_torch import crf_torch_labels_batch
         return crf_torch_labels_batch(images, cams, keys, bg_threshold=bg_threshold, preset=self.params)
 
 @refiners.register('crf')
