@@ -35,14 +35,17 @@ from wsss_nb.stages import train_classifier, make_cams, make_pseudo_labels, trai
 SIZES = dict(  # per size: image side, then (backbone, crop, batch on (cpu, cuda)) and DeepLab-v2 (... , ASPP rates, output stride)
     demo=dict(side=None, cls=('efficientnet_lite0', 128, (16, 16)), seg=('efficientnet_lite0', 128, (8, 8), [1, 2, 3, 4], 16)),
     voc=dict(side=(500, 375), cls=('resnet50', 512, (2, 16)), seg=('resnet101', 321, (2, 10), [6, 12, 18, 24], 8)))
+TINY = dict(  # `--tiny`: the same networks and code paths at a quarter (VOC) / half (demo) of the side, for a CPU check run
+    demo=dict(side=None, synth=64, cls=('efficientnet_lite0', 64, (16, 16)), seg=('efficientnet_lite0', 64, (8, 8), [1, 2, 3, 4], 16)),
+    voc=dict(side=(125, 94), cls=('resnet50', 128, (2, 16)), seg=('resnet101', 81, (2, 10), [6, 12, 18, 24], 8)))
 
-def make_voc_like(root:Path, n:int, seed:int=0)->Path:
-    "A VOC-layout set (JPEGImages, SegmentationClass, ImageSets/Segmentation/{train,val}.txt) of 500x375 / 375x500 images."
+def make_voc_like(root:Path, n:int, seed:int=0, side=(500, 375))->Path:
+    "A VOC-layout set (JPEGImages, SegmentationClass, ImageSets/Segmentation/{train,val}.txt) of 500x375 / 375x500 images (or `side`)."
     rng = np.random.default_rng(seed)
     for d in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'): (root/d).mkdir(parents=True, exist_ok=True)
     ids = [f'2007_{i:06d}' for i in range(n)]
     for k, i in enumerate(ids):
-        W, H = (500, 375) if k % 3 else (375, 500)
+        W, H = side if k % 3 else side[::-1]
         img = rng.integers(0, 255, (H, W, 3), dtype=np.uint8); mask = np.zeros((H, W), np.uint8)
         for _ in range(rng.integers(1, 4)):
             c = int(rng.integers(1, 21)); y, x = rng.integers(0, H - 80), rng.integers(0, W - 80)
@@ -131,6 +134,7 @@ def main(argv=None):
     ap.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
     ap.add_argument('--repeat', type=int, default=3, help='timed calls per bare-step measurement (best of)')
     ap.add_argument('--project', action='store_true', help='project configs/voc12_cam.yaml wall time from the measured stage loops')
+    ap.add_argument('--tiny', action='store_true', help='a quarter (voc) / half (demo) of the image and crop side: the CPU twin of a GPU run')
     ap.add_argument('--profile', action='store_true', help='rerun the slowest stage loop (lowest loop / bare) under torch.profiler: top 15 ops by CUDA and CPU time')
     ap.add_argument('--profile-out', default=None, help='folder for profile_<size>.txt (with --profile)')
     a = ap.parse_args(argv)
@@ -139,7 +143,7 @@ def main(argv=None):
     REPEAT = a.repeat
     dev = get_device(a.device); cuda = dev.type == 'cuda'; amp = cuda
     configure_determinism(None, dev)
-    cfg = SIZES[a.size]; n = a.n_images or {('demo', False): 64, ('voc', False): 8, ('demo', True): 256, ('voc', True): 128}[(a.size, cuda)]
+    cfg = (TINY if a.tiny else SIZES)[a.size]; n = a.n_images or {('demo', False): 64, ('voc', False): 8, ('demo', True): 256, ('voc', True): 128}[(a.size, cuda)]
     refiner = a.refiner or ('crf_torch' if cuda else 'crf')
     cb, crop, cbs = cfg['cls']; cls_bs = cbs[cuda]
     sb, scrop, sbs, rates, os_ = cfg['seg']; seg_bs = sbs[cuda]
@@ -147,8 +151,9 @@ def main(argv=None):
     try:
         if cfg['side'] is None:
             from wsss_nb.synthetic import make_synthetic
-            data, dataset, img_hw = make_synthetic(tmp/'data', n_train=n, n_val=max(n//4, 4), size=128, seed=0), 'synthetic', (128, 128)
-        else: data, dataset, img_hw = make_voc_like(tmp/'data', n), 'voc12', (375, 500)
+            side = cfg.get('synth', 128)
+            data, dataset, img_hw = make_synthetic(tmp/'data', n_train=n, n_val=max(n//4, 4), size=side, seed=0), 'synthetic', (side, side)
+        else: data, dataset, img_hw = make_voc_like(tmp/'data', n, side=cfg['side']), 'voc12', cfg['side'][::-1]
         kw = dict(run='bench', out_root=tmp/'out', dataset=dataset, data_root=data, device=str(dev), amp=amp, progress=False)
         rows, peaks = [], []   # peaks: the stage loop's peak GPU memory (torch.cuda.max_memory_allocated), MB
         cls_steps = a.cls_steps or (3 if not cuda and a.size == 'voc' else max(20, 2*n // cls_bs))
@@ -178,7 +183,7 @@ def main(argv=None):
         _add(rows, peaks, ('evaluation (1 scale)', bare_eval(sb, img_hw, dev, amp, rates, os_), n_val/t_eval))
         reruns['evaluation (1 scale)'] = ('eval', ev)
         name = torch.cuda.get_device_name(dev) if cuda else f'cpu ({torch.get_num_threads()} threads)'
-        print(f'\n{a.size} size, device {name}, {n} images, classifier {cb} {cls_bs}x{crop}^2, DeepLab-v2 {sb} {seg_bs}x{scrop}^2, amp={amp}\n')
+        print(f'\n{a.size} size{" (--tiny)" if a.tiny else ""}, device {name}, {n} images, classifier {cb} {cls_bs}x{crop}^2, DeepLab-v2 {sb} {seg_bs}x{scrop}^2, amp={amp}\n')
         print('| stage | bare network images/s | stage loop images/s | loop / bare | loop peak GPU MB |\n|---|---|---|---|---|')
         for (stage, bare, loop), pk in zip(rows, peaks):
             print(f'| {stage} | {bare:.2f} | {loop:.2f} | {loop/bare:.0%} | {"-" if pk is None else f"{pk:.0f}"} |')

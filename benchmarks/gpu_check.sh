@@ -61,7 +61,7 @@ step() {
   local what="rc=$rc"; [ $rc = 124 ] || [ $rc = 137 ] && what="TIMED OUT after ${t}s (rc=$rc)"
   echo "[$name: $what, $((SECONDS - t0))s, GPU memory used at most: $mem]" | tee -a "$OUT/$file"
   { echo -e "\n## $name: $what, $((SECONDS - t0)) s wall, nvidia-smi peak $mem\n"; echo '```'; echo "$*"; echo '```'
-    grep -E '^\||^Projected|size, device|^inputs:|^resnet|^\[wsss-nb\] [0-9]+_.* finished|mIoU|^Profile of|^Top 15|^\[bench_pipeline\]| img/s |^wsss_nb |^torch |^gpu |^python ' "$OUT/$file" | grep -v '^|-' | head -80
+    grep -E '^\||^Projected| size.*, device |^inputs:|^resnet|^\[wsss-nb\] [0-9]+_.* finished|mIoU|^Profile of|^Top 15|^\[bench_pipeline\]| img/s |^wsss_nb |^torch |^gpu |^python ' "$OUT/$file" | grep -v '^|-' | head -80
     [ $rc = 0 ] || { echo -e '\nlast lines:\n```'; tail -15 "$OUT/$file"; echo '```'; }; } >> "$SUMMARY"
   return 0
 }
@@ -83,10 +83,10 @@ elif '$DEV' == 'cuda': sys.exit('--device cuda but torch sees no CUDA device')
 
 # 1. VOC size: ResNet-50 classifier @512, ResNet-101 DeepLab-v2 OS8 @321, the projected configs/voc12_cam.yaml wall time
 step pipeline_voc 130 pipeline_voc.txt "$PY" benchmarks/bench_pipeline.py --size voc --device "$DEV" --project \
-  $(T "--n-images 4 --cls-steps 1 --seg-iters 1 --repeat 1" "")
+  $(T "--tiny --n-images 4 --cls-steps 1 --seg-iters 1 --repeat 1" "")
 # 2. demo size, and torch.profiler's top 15 ops of the slowest stage loop (lowest loop / bare)
 step pipeline_demo 100 pipeline_demo.txt "$PY" benchmarks/bench_pipeline.py --size demo --device "$DEV" --profile --profile-out "$OUT" \
-  $(T "--n-images 8 --cls-steps 2 --seg-iters 2 --repeat 1" "")
+  $(T "--tiny --n-images 8 --cls-steps 2 --seg-iters 2 --repeat 1" "")
 # 3. `wsss-nb demo` on the device, timed per stage (the CLI prints each stage's seconds), scores at the end
 DEMO_TINY="synth_n_train=16 synth_n_val=6 synth_size=64 cls_epochs=1 cls_batch_size=8 cls_crop_size=64 cam_scales=[1.0] seg_iters=2 seg_batch_size=4 seg_crop_size=64 seg_rates=[2,4] seg_scales=[1.0] train_gt_bound=false"
 step demo 130 demo.txt "$PY" -m wsss_nb demo device="$DEV" run=gpu_demo out_root="$WORK/out" data_root="$WORK/data/synthetic" \
