@@ -187,7 +187,8 @@ def main(argv=None):
         print('| stage | bare network images/s | stage loop images/s | loop / bare | loop peak GPU MB |\n|---|---|---|---|---|')
         for (stage, bare, loop), pk in zip(rows, peaks):
             print(f'| {stage} | {bare:.2f} | {loop:.2f} | {loop/bare:.0%} | {"-" if pk is None else f"{pk:.0f}"} |')
-        if a.project: print(project(dict((r[0], r[2]) for r in rows), refiner))
+        if a.project: print(project(dict((r[0], r[2]) for r in rows), refiner)
+                            + ('\n(--tiny: not VOC sizes, so these hours mean nothing; the run only checks the code path)' if a.tiny else ''))
         if a.profile:
             stage, _, _ = min(rows, key=lambda r: r[2] / r[1])
             folder, rerun = reruns[stage]
