@@ -11,7 +11,8 @@ augmentation, logging, checkpoints and file writes. It prints images/s of both a
     python benchmarks/bench_pipeline.py --size voc --device cuda --project     # ResNet-50 cls @512, ResNet-101 DeepLab-v2 @321
     python benchmarks/bench_pipeline.py --size demo --device cuda --profile    # + torch.profiler top 15 ops of the slowest loop
 
-`--profile` runs the stage whose loop is furthest below its bare step (lowest loop / bare) once more under
+`--profile` runs the stage loop furthest below its bare step (lowest loop / bare; of classifier, CAMs, pseudo-labels and
+DeepLab-v2, or `--profile-stage`) once more under
 `torch.profiler` and prints its top 15 operators by self CUDA time (on CUDA) and by self CPU time; `--profile-out DIR`
 also writes both tables there (`profile_<size>.txt`).
 
@@ -137,6 +138,8 @@ def main(argv=None):
     ap.add_argument('--tiny', action='store_true', help='a quarter (voc) / half (demo) of the image and crop side: the CPU twin of a GPU run')
     ap.add_argument('--profile', action='store_true', help='rerun the slowest stage loop (lowest loop / bare) under torch.profiler: top 15 ops by CUDA and CPU time')
     ap.add_argument('--profile-out', default=None, help='folder for profile_<size>.txt (with --profile)')
+    ap.add_argument('--profile-stage', default='auto', choices=['auto', 'classifier', 'cams', 'pseudo', 'seg', 'eval'],
+                    help="stage to profile; auto: the training/CAM/pseudo loop with the lowest loop / bare (evaluation's known fixed costs excluded)")
     a = ap.parse_args(argv)
     global REPEAT
     if a.threads: torch.set_num_threads(a.threads)
@@ -190,7 +193,8 @@ def main(argv=None):
         if a.project: print(project(dict((r[0], r[2]) for r in rows), refiner)
                             + ('\n(--tiny: not VOC sizes, so these hours mean nothing; the run only checks the code path)' if a.tiny else ''))
         if a.profile:
-            stage, _, _ = min(rows, key=lambda r: r[2] / r[1])
+            pick = dict(classifier=0, cams=1, pseudo=2, seg=3, eval=4)
+            stage = (min(rows[:4], key=lambda r: r[2] / r[1]) if a.profile_stage == 'auto' else rows[pick[a.profile_stage]])[0]
             folder, rerun = reruns[stage]
             text = profile_stage(stage, folder, rerun, tmp/'out'/'bench', dev)
             print(text)
@@ -209,7 +213,7 @@ def profile_stage(stage:str, folder:str, rerun, run_dir:Path, dev, top:int=15)->
         rerun(); _sync(dev)
     dt = time.perf_counter() - t0
     ka = prof.key_averages()
-    out = [f'\nProfile of the slowest stage loop (lowest loop / bare): {stage}, rerun under torch.profiler in {dt:.1f} s\n']
+    out = [f'\nProfile of the stage loop {stage}, rerun under torch.profiler in {dt:.1f} s\n']
     if dev.type == 'cuda':
         out += [f'Top {top} ops by self CUDA time:', ka.table(sort_by='self_device_time_total', row_limit=top, max_name_column_width=60)]
     out += [f'Top {top} ops by self CPU time:', ka.table(sort_by='self_cpu_time_total', row_limit=top, max_name_column_width=60)]

@@ -61,7 +61,7 @@ step() {
   local what="rc=$rc"; [ $rc = 124 ] || [ $rc = 137 ] && what="TIMED OUT after ${t}s (rc=$rc)"
   echo "[$name: $what, $((SECONDS - t0))s, GPU memory used at most: $mem]" | tee -a "$OUT/$file"
   { echo -e "\n## $name: $what, $((SECONDS - t0)) s wall, nvidia-smi peak $mem\n"; echo '```'; echo "$*"; echo '```'
-    grep -E '^\||^Projected| size.*, device |^inputs:|^resnet|^\[wsss-nb\] [0-9]+_.* finished|mIoU|^Profile of|^Top 15|^\[bench_pipeline\]| img/s |^wsss_nb |^torch |^gpu |^python ' "$OUT/$file" | grep -v '^|-' | head -80
+    grep -E '^\||^Projected| size.*, device |^inputs:|^resnet|^\[wsss-nb\] [0-9]+_.* finished|mIoU|^Profile of the stage|^Top 15|^\[bench_pipeline\]| img/s |^wsss_nb |^torch |^gpu |^python ' "$OUT/$file" | grep -v '^|-' | head -80
     [ $rc = 0 ] || { echo -e '\nlast lines:\n```'; tail -15 "$OUT/$file"; echo '```'; }; } >> "$SUMMARY"
   return 0
 }
