@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 26's GPU measurements in one call: every benchmark, the demo timed per stage, a profiler summary of the slowest
-# stage loop. Tables go to $OUT (at most 8 files: env.txt, pipeline_demo.txt, profile_demo.txt, pipeline_voc.txt,
-# cam_infer.txt, crf.txt, demo.txt, summary.md); each step runs under its own timeout and the whole script under
-# --budget seconds, so one call fits a 15-minute GPU lease with time left to rerun a part with --only.
+# stage loop. Tables go to $OUT (at most 8 files: env.txt, pipeline_voc.txt, pipeline_demo.txt (with the profile),
+# demo.txt, cam_infer.txt, crf.txt, demo_det.txt, summary.md); each step runs under its own timeout and the whole
+# script under --budget seconds, so one call fits a 15-minute GPU lease with time left to rerun a part with --only.
 #
 # On the GPU machine (device tool `run`, carry .gpu; .gpu/ is made here by `bash ../shared/tools/gpu-prep.sh`):
 #     source .gpu/setup.sh && bash benchmarks/gpu_check.sh --device cuda
@@ -61,7 +61,8 @@ step() {
   local what="rc=$rc"; [ $rc = 124 ] || [ $rc = 137 ] && what="TIMED OUT after ${t}s (rc=$rc)"
   echo "[$name: $what, $((SECONDS - t0))s, GPU memory used at most: $mem]" | tee -a "$OUT/$file"
   { echo -e "\n## $name: $what, $((SECONDS - t0)) s wall, nvidia-smi peak $mem\n"; echo '```'; echo "$*"; echo '```'
-    grep -E '^\||^Projected| size.*, device |^inputs:|^resnet|^\[wsss-nb\] [0-9]+_.* finished|mIoU|^Profile of the stage|^Top 15|^\[bench_pipeline\]| img/s |^wsss_nb |^torch |^gpu |^python ' "$OUT/$file" | grep -v '^|-' | head -80
+    grep -E '^\||^Projected| size.*, device |^inputs:|^resnet|^\[wsss-nb\] [0-9]+_.* finished|mIoU|^\[bench_pipeline\]| img/s |^wsss_nb |^torch |^gpu |^python ' "$OUT/$file" | grep -v '^|-' | head -80
+    sed -n '/^Profile of the stage/,/^Self CPU time total/p' "$OUT/$file"
     [ $rc = 0 ] || { echo -e '\nlast lines:\n```'; tail -15 "$OUT/$file"; echo '```'; }; } >> "$SUMMARY"
   return 0
 }
@@ -85,7 +86,7 @@ elif '$DEV' == 'cuda': sys.exit('--device cuda but torch sees no CUDA device')
 step pipeline_voc 130 pipeline_voc.txt "$PY" benchmarks/bench_pipeline.py --size voc --device "$DEV" --project \
   $(T "--tiny --n-images 4 --cls-steps 1 --seg-iters 1 --repeat 1" "")
 # 2. demo size, and torch.profiler's top 15 ops of the slowest stage loop (lowest loop / bare)
-step pipeline_demo 100 pipeline_demo.txt "$PY" benchmarks/bench_pipeline.py --size demo --device "$DEV" --profile --profile-out "$OUT" \
+step pipeline_demo 100 pipeline_demo.txt "$PY" benchmarks/bench_pipeline.py --size demo --device "$DEV" --profile \
   $(T "--tiny --n-images 8 --cls-steps 2 --seg-iters 2 --repeat 1" "")
 # 3. `wsss-nb demo` on the device, timed per stage (the CLI prints each stage's seconds), scores at the end
 DEMO_TINY="synth_n_train=16 synth_n_val=6 synth_size=64 cls_epochs=1 cls_batch_size=8 cls_crop_size=64 cam_scales=[1.0] seg_iters=2 seg_batch_size=4 seg_crop_size=64 seg_rates=[2,4] seg_scales=[1.0] train_gt_bound=false"
@@ -98,7 +99,7 @@ step cam 80 cam_infer.txt "$PY" benchmarks/bench_cam_infer.py --device "$DEV" \
 step crf 60 crf.txt "$PY" benchmarks/bench_crf.py --device "$DEV" $(T "--n-images 2 --batch 2 --size 125x94" "--n-images 32 --batch 8")
 # 6. (only if the budget still holds it, or --only demo_det) the demo again with deterministic=true: cost and score shift
 if [ -z "$ONLY" ] && [ "$(left)" -ge $((130 * CAPX)) ]; then ONLY=",demo_det,"; fi
-step demo_det 130 demo.txt "$PY" -m wsss_nb demo device="$DEV" deterministic=true run=gpu_demo_det out_root="$WORK/out" \
+step demo_det 130 demo_det.txt "$PY" -m wsss_nb demo device="$DEV" deterministic=true run=gpu_demo_det out_root="$WORK/out" \
   data_root="$WORK/data/synthetic" $(T "$DEMO_TINY" "") --quiet
 
 echo -e "\ntotal $((SECONDS - START)) s of the ${BUDGET} s budget; files in $OUT: $(ls "$OUT" | tr '\n' ' ')" | tee -a "$SUMMARY"
