@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from wsss_nb.refine.crf import dense_crf, CRF_PRESETS
+from wsss_nb.refine.crf import dense_crf, CRF_PRESETS, PYDENSECRF_MISSING, has_pydensecrf
 from wsss_nb.refine.crf_torch import dense_crf_torch
 from wsss_nb.metrics import ConfusionMeter
 
@@ -62,6 +62,7 @@ def main():
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     if a.device.startswith('cuda') and not torch.cuda.is_available(): raise SystemExit("--device cuda: no CUDA device")
+    if not has_pydensecrf(): raise SystemExit(f"bench_crf.py compares crf_torch with pydensecrf, and {PYDENSECRF_MISSING}")
     size = tuple(int(v) for v in a.size.split('x'))
     params = {**CRF_PRESETS[a.preset], 'n_iters': a.iters}
     photos, src = load_photos(Path(a.data), a.n_images, size)

@@ -163,7 +163,7 @@ def check_components(params:dict, # full pipeline parameters (defaults merged)
     from wsss_nb.cam import get_method
     from wsss_nb.refine import get_refiner
     from wsss_nb.backbones import backbones
-    from wsss_nb.refine.crf import require_pydensecrf
+    from wsss_nb.refine.crf import crf_backend
     from wsss_nb.stages.evaluate import check_eval_options
     try:
         get_method(params['method'], **(params.get('method_args') or {}))
@@ -172,7 +172,7 @@ def check_components(params:dict, # full pipeline parameters (defaults merged)
         conv = check_eval_options(params.get('eval_crf'), params.get('eval_absent', 'zero'), params.get('eval_pred255', 'miss'))
         from wsss_nb.cam import CAM_DTYPES
         if params.get('cam_dtype', 'float16') not in CAM_DTYPES: raise ConfigError(f"cam_dtype must be one of {', '.join(CAM_DTYPES)}; got {params['cam_dtype']!r}")
-        if conv['crf']: require_pydensecrf('eval_crf')   # the test-time CRF needs pydensecrf
+        if conv['crf']: crf_backend('eval_crf')   # the test-time CRF: pydensecrf, else crf_torch (said once)
     except (ConfigError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from e
 

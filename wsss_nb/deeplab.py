@@ -500,12 +500,13 @@ def predict(model:nn.Module, # Segmentation network returning logits (an `MSC` r
 def crf_postprocess(image_uint8:np.ndarray, # HxWx3 uint8 RGB image
                     probs:np.ndarray, # CxHxW class probabilities (e.g. from `predict`)
                     preset='deeplab', # CRF parameters: a name in `wsss_nb.refine.crf.CRF_PRESETS` ('deeplab', 'mcis', 'psa') or a dict
+                    device=None, # where `crf_torch` runs when pydensecrf is not installed (None: CPU)
                     **overrides)->np.ndarray: # any `dense_crf` parameter (n_iters, gauss_sxy, ...), replacing the preset's
     "Refine test probabilities with a dense CRF (deeplab-pytorch's parameters by default); returns CxHxW float32."
-    from wsss_nb.refine.crf import crf_params, dense_crf   # lazy: pydensecrf is needed only when the CRF runs
+    from wsss_nb.refine.crf import crf_params, dense_crf   # lazy: pydensecrf (optional) is imported only when the CRF runs
     image, probs = np.asarray(image_uint8), np.asarray(probs, dtype=np.float32)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DataError(f"crf_postprocess: image must be HxWx3 uint8, got shape {image.shape} dtype {image.dtype}")
     if probs.ndim != 3 or probs.shape[1:] != image.shape[:2]:
         raise DataError(f"crf_postprocess: probs must be CxHxW matching the image; got probs {probs.shape} and image {image.shape}")
-    return dense_crf(image, probs, **crf_params(preset, overrides))
+    return dense_crf(image, probs, **crf_params(preset, overrides), device=device)

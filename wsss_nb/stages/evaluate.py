@@ -82,7 +82,7 @@ def _eval_one(folder, name, ckpt, ds, scales, flip, crf, dev, amp, progress, con
         if crf:
             raw_meter.update(probs.argmax(0), gt)          # the network alone, scored in the same pass
             preset, mode = EVAL_CRF[crf]
-            probs = crf_postprocess(crf_image(s['raw'], mode), probs, preset=preset)
+            probs = crf_postprocess(crf_image(s['raw'], mode), probs, preset=preset, device=dev)
         pred = probs.argmax(0).astype(np.uint8)
         meter.update(pred, gt)
         if len(examples) < 6: examples.append(dict(id=s['id'], image=s['raw'], pred=pred, gt=gt.astype(np.uint8)))
