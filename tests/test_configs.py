@@ -1,4 +1,5 @@
 "Every shipped config is runnable as far as can be checked without running it: known keys, methods, refiners, backbones."
+from wsss_nb.core import load_config
 from pathlib import Path
 import pytest, yaml
 from wsss_nb.cam import get_method, methods
@@ -16,7 +17,7 @@ def test_configs_exist():
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
 def test_config_is_valid(path):
-    cfg = yaml.safe_load(path.read_text())
+    cfg = load_config(path)
     assert not set(cfg) - valid_keys(), f'{path.name}: unknown keys {sorted(set(cfg) - valid_keys())}'
     assert cfg['run'] == path.stem, f'{path.name}: run {cfg["run"]!r} should be the file name, so runs do not collide'
     get_method(cfg.get('method', 'cam'), **cfg.get('method_args', {}))        # raises on an unknown method or argument
