@@ -44,7 +44,7 @@ def _cfg(tmp_path, data, **kw):
     f = tmp_path/'c.yaml'; f.write_text(yaml.safe_dump(cfg)); return f
 
 @pytest.mark.parametrize('override,says', [
-    ('pseudo_bg_threshold=2.5', "pseudo_bg_threshold=2.5 (expected a number or 'best' (>= 0 and <= 1))"),
+    ('pseudo_bg_threshold=2.5', "pseudo_bg_threshold=2.5 (expected >= 0 and <= 1 or 'best')"),
     ('pseudo_bg_threshold=bestt', "(did you mean best?)"),
     ('cam_upsample=foo', "cam_upsample='foo' (expected one of 'direct', 'strided_crop')"),
     ('cam_image_resize=pil_bicubik', "(did you mean pil_bicubic?)"),
@@ -93,7 +93,7 @@ def test_help_is_fast_and_imports_no_torch():
         dt = time.time() - t
         assert p.returncode == 0, p.stderr[-2000:]
         assert not any(l.rstrip().endswith(('| torch', '| numpy')) for l in p.stderr.splitlines()), args
-        assert dt < 1.0 or dt < 3.0 and '-X' in sys.argv, (args, dt)   # under a second (loaded CI machines get slack via importtime output)
+        assert dt < 1.0, (args, dt)   # under a second
     p = subprocess.run([sys.executable, '-m', 'wsss_nb', '--version'], capture_output=True, text=True, cwd=ROOT)
     import wsss_nb
     assert p.stdout.strip() == f'wsss-nb {wsss_nb.__version__}'
@@ -119,3 +119,15 @@ def test_launchers_share_plan_dry_run_and_refuse_stale_upstream(tmp_path, smoke_
     assert rc == 2 and len(err.strip().splitlines()) == 1 and '01_train_cls (cls/) changed: cls_lr' in err, err
     assert (cfg_json.read_bytes() if cfg_json.exists() else None) == before    # the run's record is not rewritten
     with pytest.raises(P.ConfigError, match='changed: cls_lr'): D.run_stages({**load_config(f), 'cls_lr': 0.5}, ['cams'], where=str(f))
+
+def test_tensorboard_events_when_installed_and_nothing_otherwise(tmp_path, monkeypatch):
+    from wsss_nb.stages.common import write_tensorboard
+    history = [{'loss': 0.7, 'aux': 0.1}, {'loss': 0.5, 'aux': 0.2}]
+    monkeypatch.setitem(sys.modules, 'torch.utils.tensorboard', None)      # as without the package: no file, no error
+    assert write_tensorboard(tmp_path/'none', history) is False and not (tmp_path/'none').exists()
+    monkeypatch.undo()
+    pytest.importorskip('tensorboard')
+    assert write_tensorboard(tmp_path/'tb', history) is True
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ea = EventAccumulator(str(tmp_path/'tb')); ea.Reload()
+    assert [(e.step, round(e.value, 6)) for e in ea.Scalars('loss/loss')] == [(1, 0.7), (2, 0.5)]

@@ -229,13 +229,21 @@ def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_key
     f = out/'scores.json'
     return json.loads(f.read_text()) if f.is_file() else {}
 
-# %% ../nbs/10_cli.ipynb #d540909a
+# %% ../nbs/10_cli.ipynb #7fd77623
 class RunLog:
     "While a run executes: append what the terminal shows, and every stage notebook's output, to `out_root/run/log.txt`."
     current = last = None   # the open log (stage notebooks write to it); the path of the latest one (errors are appended)
-    def __init__(self, path): self.path = Path(path)
+    def __init__(self, path): self.path, self._line = Path(path), ''
     def write(self, s:str):
-        with contextlib.suppress(OSError, ValueError): self.f.write(s); self.f.flush()
+        "Append `s` as the terminal would end up showing it: a progress bar redrawn with '\\r' leaves its last state only."
+        import re
+        done = []
+        for tok in re.split(r'(\r|\n)', s):
+            if tok == '\r': self._line = ''
+            elif tok == '\n': done.append(self._line + '\n'); self._line = ''
+            else: self._line += tok
+        if done:
+            with contextlib.suppress(OSError, ValueError): self.f.write(''.join(done)); self.f.flush()
     def flush(self): pass
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +255,7 @@ class RunLog:
         return self
     def __exit__(self, *exc):
         sys.stdout, sys.stderr = self.out, self.err
+        if self._line: self.write('\n')
         RunLog.current = None; self.f.close()
 
 class _Tee:
@@ -261,7 +270,7 @@ def _log_error(line:str):
     if RunLog.last is not None:
         with contextlib.suppress(OSError): open(RunLog.last, 'a').write(line + '\n')
 
-# %% ../nbs/10_cli.ipynb #d329a949
+# %% ../nbs/10_cli.ipynb #69cc66e8
 class _Probed(Exception):
     "Raised at a stage function's `Stage.done` check while probing: the stage it built and whether it is done."
     def __init__(self, stage, done): self.stage, self.done = stage, done
