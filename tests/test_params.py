@@ -131,3 +131,39 @@ def test_tensorboard_events_when_installed_and_nothing_otherwise(tmp_path, monke
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     ea = EventAccumulator(str(tmp_path/'tb')); ea.Reload()
     assert [(e.step, round(e.value, 6)) for e in ea.Scalars('loss/loss')] == [(1, 0.7), (2, 0.5)]
+
+def _other(p:P.Param, v):
+    "Another valid value of `p` (None: no simple one, e.g. paths, registries, mappings)."
+    if p.registry or p.kind in ('path', 'mapping'): return None
+    if p.kind == 'bool': return True if v is None else not v
+    if p.choices and p.kind == 'str': return next(c for c in p.choices if c != v)
+    if p.kind == 'int': return 2 if v is None else v + 1
+    if p.kind == 'float': return 0.5 if not isinstance(v, (int, float)) or v == 0.5 else v * 0.5
+    if p.kind == 'numbers': return [1.0] if v != [1.0] else [1.0, 0.5]
+    if p.name.endswith('split'): return 'val' if v != 'val' else 'train'
+    return None
+
+def test_fingerprint_column_is_what_the_stages_record(smoke_data, tmp_path):
+    "For each key a stage reads: changing it changes that stage's fingerprint exactly when the schema says `fingerprint`."
+    from wsss_nb.cli import _probing, _Probed
+    from wsss_nb.stages import STAGES, stage_kwargs
+    out = tmp_path/'out'
+    for name in ('cls', 'cams', 'pseudo', 'seg_pseudo', 'seg_gt'):        # finished upstream records (no files)
+        (out/'r'/name).mkdir(parents=True); (out/'r'/name/'_done.json').write_text('{"fingerprint": "x", "files": {}}')
+    base = {**P.defaults(), 'run': 'r', 'out_root': str(out), 'data_root': str(smoke_data), 'make_data': False, 'device': 'cpu'}
+    def fingerprint(call, params):
+        try:
+            with _probing(): STAGES[call].fn(**stage_kwargs(call, params), progress=False)
+        except _Probed as e: return e.stage.fingerprint
+        raise AssertionError(f'{call}: no done check reached')
+    checked = 0
+    for call in ('cls', 'cams', 'pseudo', 'seg', 'eval'):
+        ref = fingerprint(call, base)
+        for key in STAGES[call].config_keys():
+            p = P.SCHEMA[key]
+            if key in ('run', 'out_root') or (alt := _other(p, base[key])) is None: continue
+            assert P.check_value(p, alt)[1] is None, (key, alt)
+            changed = fingerprint(call, {**base, key: alt}) != ref
+            assert changed == p.fingerprint, f"{call}: {key}={alt!r} {'changes' if changed else 'does not change'} the fingerprint, schema says fingerprint={p.fingerprint}"
+            checked += 1
+    assert checked > 40, checked
