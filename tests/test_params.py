@@ -167,3 +167,15 @@ def test_fingerprint_column_is_what_the_stages_record(smoke_data, tmp_path):
             assert changed == p.fingerprint, f"{call}: {key}={alt!r} {'changes' if changed else 'does not change'} the fingerprint, schema says fingerprint={p.fingerprint}"
             checked += 1
     assert checked > 40, checked
+
+@pytest.mark.slow
+def test_run_writes_log_txt(tmp_path, smoke_data):
+    "outputs/<run>/log.txt: the terminal's lines, the stage's own output (its progress bar's last state), and on a rerun 'already done'."
+    f = _cfg(tmp_path, smoke_data, max_images=8)
+    for _ in range(2): assert _main(['run', str(f), '--stages', '01_train_cls', '--quiet'])[0] == 0
+    log = (tmp_path/'out'/'r'/'log.txt').read_text()
+    assert log.count('=== ') == 2 and log.count('[wsss-nb] 01_train_cls finished in') == 2, log
+    assert 'cls: 100%' in log and 'cls: already done with these parameters' in log, log
+    assert '\r' not in log
+    rc, _, err = _main(['run', str(f), 'cls_lr=0.5', '--stages', '02_make_cams', '--quiet'])
+    assert rc == 2 and err.strip() in (tmp_path/'out'/'r'/'log.txt').read_text()   # a refused run's one line is in the log too
