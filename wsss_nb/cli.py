@@ -122,7 +122,9 @@ def registry_names()->dict:
     from wsss_nb.cam import methods
     from wsss_nb.refine import refiners
     from wsss_nb.backbones import backbones
-    return dict(dataset=datasets.names(), method=methods.names(), refiner=refiners.names(), backbone=backbones.names())
+    from wsss_nb.deeplab import SEG_NETWORKS
+    return dict(dataset=datasets.names(), method=methods.names(), refiner=refiners.names(), backbone=backbones.names(),
+                segmenter=backbones.names() + sorted(SEG_NETWORKS))
 
 def _check_seg_network_file(params, path):
     "Load `path` into the whole segmentation network `seg_backbone` names (deeplab-pytorch's files: init or trained)."
@@ -470,6 +472,7 @@ def list_components()->str:
     from wsss_nb.backbones import backbones
     from wsss_nb.cam import methods
     from wsss_nb.refine import refiners
+    import wsss_nb.deeplab   # registers deeplab-pytorch's networks as backbones
     return '\n'.join(f'{r.kind + "s:":<11} {", ".join(r.names())}' for r in (datasets, backbones, methods, refiners))
 
 def parse_override(s:str):
