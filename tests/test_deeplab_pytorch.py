@@ -160,7 +160,9 @@ def test_segmentation_stage_trains_and_reloads(tmp_path):
     root = make_synthetic(tmp_path/'synthetic', n_train=4, n_val=2, size=64, seed=0)
     st = train_segmentation(run='dl', out_root=tmp_path/'out', dataset='synthetic', data_root=root, labels='gt',
                             backbone='deeplab_resnet101', pretrained=None, rates=(6, 12, 18, 24), msc=True, iters=2,
-                            batch_size=2, crop_size=64, scales=[1.0], device='cpu', amp=False, num_workers=0, progress=False)
+                            batch_size=2, crop_size=72, scales=[1.0], device='cpu', amp=False, num_workers=0, progress=False)
+    from wsss_nb.deeplab import CAFFE_MEAN_BGR
+    assert st.params['params']['pad'] == list(CAFFE_MEAN_BGR[::-1])   # 64-px images in 72-px crops: padded with the exact Caffe mean
     m, meta = load_segmenter(st.path/'model.pt')
     assert isinstance(m, MSCFactor) and isinstance(m.base, DeepLabV2ResNet101) and meta['backbone'] == 'deeplab_resnet101'
     with torch.no_grad(): assert m(torch.zeros(1, 3, 64, 64)).shape == (1, m.base.aspp.c0.out_channels, 9, 9)

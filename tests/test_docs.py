@@ -5,7 +5,8 @@ import nbformat, pytest
 from nbformat.v4 import new_notebook, new_markdown_cell, new_code_cell, new_output
 from PIL import Image
 from conftest import ROOT
-from wsss_nb.docs import build_docs, add_docs_parser, run_docs, execute_notebooks
+from wsss_nb.docs import build_docs, add_docs_parser, run_docs, execute_notebooks, network_loads, escaped_markup, find_mathjax, _exporter
+from wsss_nb.core import ConfigError
 
 def _png(colour=(255, 0, 0))->bytes:
     buf = io.BytesIO(); Image.new('RGB', (4, 4), colour).save(buf, format='PNG'); return buf.getvalue()
@@ -43,6 +44,40 @@ def test_build_docs_pages_images_and_index(tmp_path):
     index = (site/'index.html').read_text()
     assert re.findall(r'href="([^"]+)"', index) == ['overview.html', '02_fig.html', 'pipelines/01_stage.html']
     assert '02 &middot; fig</a> &mdash; A lesson with a figure' in index and '<h2>Appendix: pipelines</h2>' in index and '<h2>The pipeline, stage by stage</h2>' in index
+
+OFFLINE_LESSONS = ('01_data', '20_docs')   # real lessons with import cells (the imports block) and formulas or figures
+
+def test_pages_render_offline(tmp_path):
+    "Real lesson pages: the imports block is HTML (not `&lt;details` text) and nothing loads from a network (issue 27 point 8)."
+    if find_mathjax() is None: pytest.skip('no local MathJax (pip install jupyter-server-mathjax): formulas would come from a CDN')
+    nbs = tmp_path/'nbs'; nbs.mkdir()
+    for name in ('index',) + OFFLINE_LESSONS: shutil.copy(ROOT/'nbs'/f'{name}.ipynb', nbs)
+    shutil.copytree(ROOT/'nbs'/'images', nbs/'images')
+    pages = build_docs(tmp_path/'site', nbs)
+    assert len(pages) == 2 + len(OFFLINE_LESSONS)
+    for page in pages:
+        text = page.read_text()
+        assert escaped_markup(text) == [], f'{page.name}: escaped markup shown as text: {escaped_markup(text)[:3]}'
+        assert network_loads(text) == [], f'{page.name}: loads from a network: {network_loads(text)[:3]}'
+    for name in OFFLINE_LESSONS:
+        assert '<details class="wsss-imports"><summary>imports of this notebook</summary><pre>' in (tmp_path/'site'/f'{name}.html').read_text()
+
+def test_offline_checks_catch_what_they_should():
+    "The two checks above on hand-written pages: each catches its failure (nbconvert's default lab page has both)."
+    assert network_loads('<script src="https://cdnjs.cloudflare.com/x.js"></script>') and network_loads('<link rel="stylesheet" href="http://a/b.css">')
+    assert network_loads('const m = (await import("https://cdnjs.cloudflare.com/ajax/libs/mermaid/11/mermaid.esm.min.mjs")).default;')
+    assert not network_loads('<script src="mathjax/MathJax.js?config=TeX"></script><a href="https://arxiv.org/abs/1">paper</a>')
+    assert escaped_markup('&lt;details class="wsss-imports"&gt;&lt;summary&gt;imports&lt;/summary&gt;') and not escaped_markup('a &lt; b')
+    from nbconvert import HTMLExporter
+    from nbformat.v4 import new_raw_cell
+    plain, _ = HTMLExporter(template_name='lab').from_notebook_node(new_notebook(cells=[
+        new_raw_cell('<details class="wsss-imports"><summary>s</summary></details>', metadata={'raw_mimetype': 'text/html'})]))
+    assert escaped_markup(plain) and network_loads(plain)
+
+def test_missing_template_is_one_line():
+    with pytest.raises(ConfigError) as e: _exporter('no_such_template')
+    msg = str(e.value)
+    assert '\n' not in msg and 'no_such_template' in msg and 'pip install --force-reinstall nbconvert' in msg and 'JUPYTER_PATH' in msg
 
 def test_docs_cli_parser(tmp_path, capsys):
     p = argparse.ArgumentParser(prog='wsss-nb'); add_docs_parser(p.add_subparsers(dest='cmd'))

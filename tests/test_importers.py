@@ -119,7 +119,8 @@ def test_cls_import_errors(cfg, tmp_path):
     with pytest.raises(DataError, match=r"a.pth: key 'fc8.weight' has shape \(20, 1280, 1, 1\), the network's 'classifier.weight' is \(8,"):
         import_classifier(tmp_path/'a.pth', 'psa_cls', cfg)
     torch.save({('fc8_20.weight' if k == 'fc8.weight' else k): v for k, v in sd.items()}, tmp_path/'b.pth')
-    with pytest.raises(DataError, match=r"b.pth: key 'fc8_20.weight' has no place in the network"): import_classifier(tmp_path/'b.pth', 'psa_cls', cfg)
+    with pytest.raises(DataError, match=r"import cls --format psa_cls: .*b.pth is a 'sccam' classifier checkpoint .*it belongs: `wsss-nb import cls FILE CONFIG --format sccam`"):
+        import_classifier(tmp_path/'b.pth', 'psa_cls', cfg)   # another original's layout: named, with its format
     with pytest.raises(ConfigError, match="'sccam' classifier but the config's method is 'cam'"): import_classifier(tmp_path/'b.pth', 'sccam', cfg)
     (tmp_path/'c.pth').write_bytes(b'not a torch file')
     with pytest.raises(DataError, match='cannot read'): import_classifier(tmp_path/'c.pth', 'psa_cls', cfg)
@@ -414,3 +415,18 @@ def test_l2g_csa_import_then_cam_stage_resnet38(cfg, tmp_path):
     del net, model, ck
     cams = make_cams('voc_released', cfg['out_root'], 'synthetic', cfg['data_root'], scales=[1.0], flip=False, progress=False, amp=False, max_images=1)
     assert len(list(cams.path.glob('*.npz'))) == 1
+
+def test_subset_imports_and_scores_a_superset_folder(cfg, smoke_data, tmp_path):
+    "A released train_aug folder for a run on train: refused as it is (maps outside the split), taken with subset=True; `score --subset` likewise."
+    from wsss_nb.importers import score_folder
+    tr, va = get_dataset('synthetic', smoke_data, 'train'), get_dataset('synthetic', smoke_data, 'val')
+    _write_cams('psa', tmp_path/'c', tr); _write_cams('psa', tmp_path/'c', va)          # maps of both splits, as train_aug holds train's
+    with pytest.raises(DataError, match=r"6 image\(s\) not in split 'train'"): import_cams(tmp_path/'c', 'psa', cfg)
+    st = import_cams(tmp_path/'c', 'psa', cfg, subset=True)
+    assert len(list(st.path.glob('*.npz'))) == len(tr.ids) and _done(st)['summary']['n_images'] == len(tr.ids)
+    (tmp_path/'l').mkdir()
+    for ds_ in (tr, va):
+        for i in ds_.ids: save_mask(ds_.load_raw(i)[1], tmp_path/'l'/f'{i}.png')
+    with pytest.raises(DataError, match='not in split'): score_folder(tmp_path/'l', 'synthetic', smoke_data, 'train')
+    s = score_folder(tmp_path/'l', 'synthetic', smoke_data, 'train', subset=True)
+    assert s['n_images'] == len(tr.ids) and s['miou'] == pytest.approx(1.0) and s['split'] == 'train'

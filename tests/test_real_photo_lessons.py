@@ -6,7 +6,7 @@ from conftest import ROOT
 NBS = ROOT/'nbs'
 # notebook -> printed markers of its real-photo cells (each must be in a code cell whose output, or the next code cell's, has a figure)
 MARKERS = {
-    '02a_photos': [r'\d+ photos \((with|without) the shared VOC pairs\)'],
+    '02a_photos': [r'\d+ photos \((with|without) the 9 VOC pairs\)'],
     '04_cam': [r"raw peak of the VOC 'cat' map: [\d.]+ on the cat photo", r'real photos with masks.*mIoU [\d.]+% \(all background: [\d.]+%\)',
                r'raw peaks: \w+ \(absent\)'],
     '06_pseudo': [r'real photos: mIoU peaks at tau = [\d.]+ \([\d.]+%; all background [\d.]+%\)'],

@@ -17,9 +17,9 @@ def test_measured_figures_come_from_scores_json(tmp_path):
     save_json(dict(cam_miou=0.5, seg_miou=0.6612), tmp_path/run/'scores.json')
     rows = {(r['quantity'], r['figure']): r for r in reproduce_table('sccam', tmp_path, ROOT)}
     r = rows[('segmentation mIoU (val)', 'fixed')]
-    assert r['value'] == 66.12 and r['source'].endswith('scores.json (seg_miou)')
+    assert r['value'] == 66.12 and r['source'].endswith('scores.json (seg_miou, val)')
     assert rows[('pseudo-label mIoU (train)', 'fixed')]['value'] is None
-    assert '| CAM mIoU (train) | fixed | 50.0 |' in reproduce_markdown('sccam', tmp_path, ROOT)
+    assert '| CAM mIoU (train_aug) | fixed | 50.0 |' in reproduce_markdown('sccam', tmp_path, ROOT)   # the config's train_split: train_aug
     assert reproduce_csv('sccam', tmp_path, ROOT).count('\n') == 1 + len(rows)
 
 def test_every_authors_figure_has_a_source():
@@ -51,7 +51,7 @@ def test_readme_block_from_the_record(tmp_path):
     assert b.startswith('<!-- wsss-nb reproduce sccam: generated') and b.endswith('<!-- /wsss-nb reproduce -->')
     assert '| segmentation mIoU (test) | 65.9 | missing | missing | missing |' in b and 'train_aug' not in b
     save_json(dict(cam_miou=0.4812), tmp_path/'voc12_sccam_released'/'scores.json')
-    assert '| CAM mIoU (train) | 50.9 | 48.12 | missing | missing |' in readme_block('sccam', tmp_path, ROOT)
+    assert '| CAM mIoU (train_aug) | not published | 48.12 | missing | missing |' in readme_block('sccam', tmp_path, ROOT)   # scored on the config's train_aug
     assert '| (any) | not published | missing | missing | missing |' in readme_block('msa', tmp_path, ROOT)
 
 def test_readme_problems_and_update(tmp_path, capsys):
@@ -72,3 +72,41 @@ def test_readme_problems_and_update(tmp_path, capsys):
     assert a.func(a) == 0
     a = p.parse_args(['reproduce', 'group', '--readme', '--out-root', str(tmp_path)])
     assert a.func(a) == 0 and '| segmentation mIoU (test) | 68.5 |' in capsys.readouterr().out
+
+def _faithful(method, **changes):
+    return {**load_config(ROOT/'configs'/f'voc12_{method}.yaml'), **changes}
+
+def test_runs_are_found_under_any_name(tmp_path):
+    "Faithful, fixed and released runs are found by their recorded config.json and import records, not by their names."
+    from wsss_nb.reproduce import find_runs, reproduce_runs
+    save_json(_faithful('l2g', run='mine', device='cuda:0', data_root='/data/VOC2012', seg_pretrained='/abs/weights/deeplabv1_resnet101-coco.pth'),
+              tmp_path/'mine'/'config.json')
+    save_json(dict(seg_miou=0.70, cam_miou=0.68), tmp_path/'mine'/'scores.json')
+    save_json({**load_config(ROOT/'configs'/'voc12_l2g_fixed.yaml'), 'run': 'other'}, tmp_path/'other'/'config.json')
+    save_json(dict(seg_miou=0.71), tmp_path/'other'/'scores.json')
+    save_json(_faithful('l2g', run='tiny', max_images=8), tmp_path/'tiny'/'config.json')          # a smoke run: counted as nothing
+    save_json(dict(seg_miou=0.10), tmp_path/'tiny'/'scores.json')
+    save_json(_faithful('l2g', run='voc12_l2g_fixed_released', train_split='train'), tmp_path/'imp'/'config.json')   # imported, any name
+    save_json(dict(params=dict(imported=dict(kind='cams:png', source='/x', sha256='0', split='train'))), tmp_path/'imp'/'cams'/'_params.json')
+    save_json(dict(cam_miou=0.66, pseudo_miou_after_refine=0.69, seg_miou=0.705), tmp_path/'imp'/'scores.json')
+    kinds = {r['run']: r['kind'] for r in find_runs('l2g', tmp_path, ROOT)}
+    assert kinds == {'mine': 'faithful', 'other': 'fixed', 'tiny': None, 'imp': 'released'}
+    assert 'differs from configs/voc12_l2g.yaml in max_images' in reproduce_runs('l2g', tmp_path, ROOT)
+    rows = {(r['quantity'], r['figure']): r for r in reproduce_table('l2g', tmp_path, ROOT)}
+    assert rows[('segmentation mIoU (val)', 'faithful')]['value'] == 70.0 and rows[('segmentation mIoU (val)', 'fixed')]['value'] == 71.0
+    assert rows[('CAM mIoU (train_aug)', 'faithful')]['value'] == 68.0 and rows[('CAM mIoU (train)', 'faithful')]['value'] is None
+    assert rows[('CAM mIoU (train)', 'released')]['value'] == 66.0 and rows[('pseudo-label mIoU (train)', 'released')]['value'] == 69.0
+    assert rows[('segmentation mIoU (val)', 'released')]['source'] == 'imp/scores.json (seg_miou, val)'
+
+def test_missing_rows_say_how_to_make_them(tmp_path):
+    "A train_aug run's '(train)' rows: `wsss-nb score` of its own maps on the train subset, read back; the test row: the server."
+    save_json(_faithful('sccam', run='r'), tmp_path/'r'/'config.json'); save_json(dict(cam_miou=0.5), tmp_path/'r'/'scores.json')
+    rows = {(r['quantity'], r['figure']): r for r in reproduce_table('sccam', tmp_path, ROOT)}
+    how = rows[('CAM mIoU (train)', 'faithful')]['source']
+    assert how.startswith('missing: r scored train_aug') and f"wsss-nb score {tmp_path/'r'/'cams'} configs/voc12_sccam.yaml --split train --subset" in how
+    assert 'official evaluation server' in rows[('segmentation mIoU (test)', 'faithful')]['source']
+    assert rows[('segmentation mIoU (val)', 'fixed')]['source'] == 'missing: no run whose config.json equals configs/voc12_sccam_fixed.yaml: `wsss-nb run configs/voc12_sccam_fixed.yaml`'
+    assert 'wsss-nb import KIND FILE configs/voc12_sccam.yaml' in rows[('segmentation mIoU (val)', 'released')]['source']
+    save_json(dict(miou=0.52, split='train', n_images=1464), tmp_path/'r'/'score_train_cams.json')
+    rows = {(r['quantity'], r['figure']): r for r in reproduce_table('sccam', tmp_path, ROOT)}
+    assert rows[('CAM mIoU (train)', 'faithful')]['value'] == 52.0 and rows[('CAM mIoU (train)', 'faithful')]['source'] == 'r/score_train_cams.json (train)'

@@ -18,10 +18,10 @@ from PIL import Image
 from .data import normalize, denormalize
 
 # %% auto #0
-__all__ = ['methods', 'IMAGE_RESIZES', 'UPSAMPLES', 'CAM_FORMAT', 'CAMNet', 'split_param_groups', 'cam_loss', 'MethodContext',
-           'WSSSMethod', 'seed_numpy_worker', 'CAMMethod', 'get_method', 'method_names', 'strided_size',
-           'strided_up_size', 'pil_rescale', 'infer_cams', 'normalize_cams', 'irn_cam_state_dict', 'save_cams',
-           'load_cams', 'ImageNetCAMNet', 'imagenet_cam_net', 'imagenet_voc_cams']
+__all__ = ['methods', 'IMAGE_RESIZES', 'UPSAMPLES', 'CAM_FORMAT', 'CAM_DTYPES', 'CAMNet', 'split_param_groups', 'cam_loss',
+           'MethodContext', 'WSSSMethod', 'seed_numpy_worker', 'CAMMethod', 'get_method', 'method_names',
+           'strided_size', 'strided_up_size', 'pil_rescale', 'infer_cams', 'normalize_cams', 'irn_cam_state_dict',
+           'save_cams', 'load_cams', 'ImageNetCAMNet', 'imagenet_cam_net', 'imagenet_voc_cams']
 
 # %% ../nbs/04_cam.ipynb #3ee2c289
 class CAMNet(nn.Module):
@@ -289,18 +289,21 @@ def irn_cam_state_dict(sd:dict, # the state dict of IRN's `net.resnet50_cam.Net`
 
 # %% ../nbs/04_cam.ipynb #c755d514
 CAM_FORMAT = 1  # version of the CAM file layout written by `save_cams`
+CAM_DTYPES = ('float16', 'float32')  # `save_cams` dtypes (config `cam_dtype`): float16 halves the disk, float32 keeps IRN's precision
 
 def save_cams(path, # output `.npz` file
               cams, # (n,H,W) maps in [0,1] (torch or numpy), one per key
-              keys): # (n,) 0-based foreground class indices
-    "Atomically write a CAM file: `keys` int16 (n,), `cam` float16 (n,H,W), `format` (`CAM_FORMAT`)."
+              keys, # (n,) 0-based foreground class indices
+              dtype:str='float16'): # stored dtype of the maps, one of `CAM_DTYPES` (IRN stores float32)
+    "Atomically write a CAM file: `keys` int16 (n,), `cam` float16 or float32 (n,H,W), `format` (`CAM_FORMAT`)."
+    if dtype not in CAM_DTYPES: raise ConfigError(f"cam_dtype must be one of {', '.join(CAM_DTYPES)}; got {dtype!r}")
     cams = cams.detach().cpu().numpy() if isinstance(cams, torch.Tensor) else np.asarray(cams)
     keys = np.asarray(keys.cpu() if isinstance(keys, torch.Tensor) else keys).reshape(-1)
     if cams.ndim != 3 or cams.shape[0] != len(keys):
         raise DataError(f"save_cams({path}): expected cams of shape (n,H,W) with n = len(keys) = {len(keys)}, got {cams.shape}")
     if cams.size and (cams.min() < -1e-3 or cams.max() > 1 + 1e-3):
         raise DataError(f"save_cams({path}): CAMs must be normalised to [0,1] (see normalize_cams), got [{cams.min():.3g}, {cams.max():.3g}]")
-    save_npz(path, keys=keys.astype(np.int16), cam=np.clip(cams, 0, 1).astype(np.float16), format=np.int16(CAM_FORMAT))
+    save_npz(path, keys=keys.astype(np.int16), cam=np.clip(cams, 0, 1).astype(dtype), format=np.int16(CAM_FORMAT))
 
 def load_cams(path)->tuple: # a file written by `save_cams`
     "Read a CAM file: (keys int64 (n,), cams float32 (n,H,W)); `DataError` naming the file if missing or malformed."

@@ -11,12 +11,12 @@ from .params import (ConfigError, WSSSError, DataError, PARAMS, SCHEMA, STAGE_NO
                             NOTEBOOKS, plan, select_steps, schema_table, schema_json)
 
 # %% auto #0
-__all__ = ['RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'RESULT_FILES', 'TRAIN_STAGES', 'DEMO_CONFIG',
-           'OVERRIDE_HELP', 'LAZY_COMMANDS', 'pipelines_dir', 'notebook_params', 'valid_keys', 'StageFailed',
-           'check_components', 'registry_names', 'check_weight_files', 'check_device', 'preflight', 'run_pipeline',
-           'RunLog', 'probe_step', 'plan_status', 'plan_report', 'check_upstream', 'check_data_inputs', 'check_types',
-           'methods_table', 'format_scores', 'list_components', 'parse_override', 'merge_overrides', 'apply_overrides',
-           'run_compare', 'build_parser', 'params_text', 'main']
+__all__ = ['RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'SLOT_KINDS', 'TRAINED_SEG_KINDS', 'RESULT_FILES',
+           'TRAIN_STAGES', 'DEMO_CONFIG', 'OVERRIDE_HELP', 'LAZY_COMMANDS', 'pipelines_dir', 'notebook_params',
+           'valid_keys', 'StageFailed', 'check_components', 'registry_names', 'check_weight_kind', 'check_weight_files',
+           'check_device', 'preflight', 'run_pipeline', 'RunLog', 'probe_step', 'plan_status', 'plan_report',
+           'check_upstream', 'check_data_inputs', 'check_types', 'methods_table', 'format_scores', 'list_components',
+           'parse_override', 'merge_overrides', 'apply_overrides', 'run_compare', 'build_parser', 'params_text', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 RUN_ALL_ONLY = {p.name for p in PARAMS if not p.stages}  # keys only the plan reads (train_gt_bound)
@@ -40,7 +40,7 @@ def valid_keys()->set:
 # %% ../nbs/10_cli.ipynb #f3f83321
 WEIGHT_KEYS = ('pretrained', 'seg_pretrained')  # a local weight file, or the words None / 'imagenet'
 
-NESTED_WEIGHT_KEYS = ('pretrained', 'weights', 'round0_weights')  # weight files inside method_args / refiner_args
+NESTED_WEIGHT_KEYS = ('pretrained', 'weights', 'round0_weights', 'scn_weights')  # weight files inside method_args / refiner_args
 
 def _resolve_paths(cfg:dict)->dict:
     "Make path parameters (and weight files, also inside `method_args`/`refiner_args`) absolute against the current directory."
@@ -104,12 +104,13 @@ def check_components(params:dict, # full pipeline parameters (defaults merged)
     from wsss_nb.backbones import backbones
     from wsss_nb.refine.crf import require_pydensecrf
     from wsss_nb.stages.evaluate import check_eval_options
-    from wsss_nb.core import ConfigError
     try:
         get_method(params['method'], **(params.get('method_args') or {}))
         get_refiner(params['refiner'], **(params.get('refiner_args') or {}))
         for key in ('backbone', 'seg_backbone'): backbones.get(params[key])
         conv = check_eval_options(params.get('eval_crf'), params.get('eval_absent', 'zero'), params.get('eval_pred255', 'miss'))
+        from wsss_nb.cam import CAM_DTYPES
+        if params.get('cam_dtype', 'float16') not in CAM_DTYPES: raise ConfigError(f"cam_dtype must be one of {', '.join(CAM_DTYPES)}; got {params['cam_dtype']!r}")
         if conv['crf']: require_pydensecrf('eval_crf')   # the test-time CRF needs pydensecrf
     except (ConfigError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from e
@@ -117,7 +118,7 @@ def check_components(params:dict, # full pipeline parameters (defaults merged)
 def _all_defaults()->dict: return defaults()
 
 def registry_names()->dict:
-    "{registry: its names} for the schema's registry keys (dataset, method, refiner, backbone): imports the registries (torch)."
+    "{registry: its names} for the schema's registry keys (dataset, method, refiner, backbone, segmenter): imports the registries (torch)."
     from wsss_nb.data import datasets
     from wsss_nb.cam import methods
     from wsss_nb.refine import refiners
@@ -135,16 +136,63 @@ def _check_seg_network_file(params, path):
     build_deeplab(params['seg_backbone'], head[0].shape[0] if head else 2, pretrained=sd, output_stride=params.get('seg_output_stride', 8),
                   rates=params.get('seg_rates') or (6, 12, 18, 24), msc=False)
 
+_BACKBONE_KINDS = {'resnet38', 'torchvision_resnet', 'torchvision_vgg', 'caffe_resnet101'}
+SLOT_KINDS = {   # config slot -> the `wsss_nb.importers.identify_weights` kinds it takes; a PyTorch file of no known layout goes on to the load check
+    'pretrained': _BACKBONE_KINDS, 'method_args.pretrained': _BACKBONE_KINDS, 'refiner_args.pretrained': _BACKBONE_KINDS,
+    'seg_pretrained': _BACKBONE_KINDS | {'deeplab_init', 'largefov'},
+    'method_args.round0_weights': {'cls:psa_cls', 'wsss_stage'}, 'method_args.scn_weights': {'wsss_spixelnet'},
+    'refiner_args.weights': {'wsss_affinity'}}
+TRAINED_SEG_KINDS = {'deeplab_trained', 'wsss_stage'}   # segmentation networks already trained (a stage checkpoint: a seg_* one): seg_pretrained only with seg_pretrained_trained: true
+
+def check_weight_kind(path, # the weight file the config names (it exists)
+                      slot:str, # its config slot: a key of `SLOT_KINDS` (e.g. 'seg_pretrained', 'method_args.round0_weights')
+                      params:dict, # pipeline parameters (`seg_pretrained_trained`)
+                      where:str='config'): # name of the config source, for errors
+    "Refuse a file of another layout than `slot` takes, saying what it is and where it belongs (`wsss_nb.importers.identify_weights`)."
+    from wsss_nb.importers import identify_weights
+    k = identify_weights(path)
+    if slot == 'seg_pretrained' and (k.kind == 'deeplab_trained' or (k.kind == 'wsss_stage' and 'seg_' in k.what)):
+        if params.get('seg_pretrained_trained'): return k
+        raise ConfigError(f"{where}: seg_pretrained={path} is {k.what}: a weakly supervised run must not start from a segmentation network "
+                          f"already trained (on VOC: with the ground truth); it belongs: {k.where}")
+    if slot in SLOT_KINDS and k.kind not in SLOT_KINDS[slot] and k.kind != 'pytorch':
+        raise ConfigError(f"{where}: {slot}={path} is {k.what}; it belongs: {k.where}")
+    return k
+
+def _check_round0(params, path, where):
+    "SC-CAM's `round0_weights` against the classifier it starts (keys and shapes, on the meta device): before stage 01, not 38 s into it."
+    import torch
+    from wsss_nb.backbones import get_backbone, load_state_dict_file
+    from wsss_nb.methods.sccam import round0_state_dict
+    try: sd = round0_state_dict(load_state_dict_file(path))
+    except WSSSError as e: raise ConfigError(f"{where}: method_args.round0_weights={path}: {str(e).splitlines()[0][:300]}") from None
+    try:
+        from wsss_nb.data import get_dataset
+        n = get_dataset(params['dataset'], params['data_root'], params['train_split']).num_classes - 1
+    except Exception: n = int(sd['classifier.weight'].shape[0]) if 'classifier.weight' in sd else 20   # data made later (synthetic): the file's count
+    with torch.device('meta'): body = get_backbone(params['backbone'], pretrained=None, output_stride=params.get('output_stride', 16))
+    own = {f'backbone.{k}': v for k, v in body.state_dict().items()}   # SCCAMNet's round-0 part: the backbone and a bias-free 1x1 parent head
+    own['classifier.weight'] = torch.empty(n, body.out_channels, 1, 1, device='meta')
+    missing = [k for k in own if k not in sd and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k, v in sd.items() if k not in own or not torch.is_tensor(v)]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and torch.is_tensor(sd[k]) and sd[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise ConfigError(f"{where}: method_args.round0_weights={path} does not fit the {params['method']} classifier on backbone={params['backbone']!r} "
+                          f"with {n} classes: {len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
+                          f"{len(shapes)} shape mismatches (file vs network) {shapes[:3]}")
+
 def check_weight_files(params:dict, # full pipeline parameters (paths resolved)
                        where:str='config'): # name of the config source, for errors
-    "Before stage 01: every weight file the config names exists, and the backbone weights load into their network (keys and shapes)."
-    from wsss_nb.core import ConfigError
+    """Before stage 01: every weight file the config names exists, is of the layout its slot takes (`check_weight_kind`: a trained
+    segmentation network as `seg_pretrained` only with `seg_pretrained_trained: true`), and the backbone weights and SC-CAM's
+    `round0_weights` load into their network (keys and shapes)."""
     from wsss_nb.backbones import get_backbone
     from wsss_nb.deeplab import SEG_NETWORKS
     for key, net, stride in (('pretrained', 'backbone', 'output_stride'), ('seg_pretrained', 'seg_backbone', 'seg_output_stride')):
         v = params.get(key)
         if v is None or v == 'imagenet': continue
         if not Path(v).is_file(): raise ConfigError(f"{where}: {key}={v}: weight file not found (expected a state_dict file, 'imagenet' or null)")
+        check_weight_kind(v, key, params, where)
         try:
             if key == 'seg_pretrained' and params[net] in SEG_NETWORKS: _check_seg_network_file(params, v)
             else: get_backbone(params[net], pretrained=v, output_stride=params.get(stride, 16))
@@ -155,6 +203,9 @@ def check_weight_files(params:dict, # full pipeline parameters (paths resolved)
             if k in NESTED_WEIGHT_KEYS and isinstance(v, str) and v != 'imagenet' and not Path(v).is_file():
                 raise ConfigError(f"{where}: {group}.{k}={v}: weight file not found; convert or download it first "
                                   f"(the method's notebook says how), or set {group}.{k} to another file")
+            if k in NESTED_WEIGHT_KEYS and isinstance(v, str) and v != 'imagenet': check_weight_kind(v, f'{group}.{k}', params, where)
+    r0 = (params.get('method_args') or {}).get('round0_weights')
+    if params.get('method') == 'sccam' and isinstance(r0, str): _check_round0(params, r0, where)
 
 def check_device(params:dict, # pipeline parameters (`device`)
                  where:str='config'): # name of the config source, for errors
@@ -593,7 +644,10 @@ def params_text()->str:
 
 def main(argv=None):
     "Entry point of the `wsss-nb` command."
-    a = build_parser(argv).parse_args(argv)
+    p = build_parser(argv)
+    a, extra = p.parse_known_args(argv)
+    if a.cmd == 'import' and all('=' in x and not x.startswith('-') for x in extra): a.overrides = list(a.overrides) + extra   # key=value after --format
+    elif extra: p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if a.cmd == 'list': print(list_components())
         elif a.cmd == 'prepare':

@@ -16,8 +16,8 @@ from .core import ConfigError, DataError, atomic_write, save_torch
 __all__ = ['MXNET_LIST_MAGIC', 'NDARRAY_V1_MAGIC', 'NDARRAY_V2_MAGIC', 'NDARRAY_V3_MAGIC', 'MXNET_DTYPES', 'CaffeLayer',
            'CAFFE_NETS', 'read_mxnet_params', 'save_mxnet_params', 'mxnet_resnet38_key', 'resnet38_mxnet_name',
            'mxnet_to_resnet38', 'caffe_messages', 'read_caffemodel', 'save_caffemodel', 'deeplab_caffe_module',
-           'deeplab_resnet101_shapes', 'vgg16_caffe_shapes', 'caffemodel_to_state_dict', 'convert_mxnet_resnet38',
-           'convert_caffemodel', 'convert_summary', 'add_convert_parser', 'cmd_convert']
+           'deeplab_resnet101_shapes', 'vgg16_caffe_shapes', 'caffemodel_to_state_dict', 'refuse_other_format',
+           'convert_mxnet_resnet38', 'convert_caffemodel', 'convert_summary', 'add_convert_parser', 'cmd_convert']
 
 # %% ../nbs/03a_convert.ipynb #cc624f3e
 MXNET_LIST_MAGIC = 0x112          # kMXAPINDArrayListMagic, the first uint64 of a file written by mx.nd.save
@@ -383,10 +383,23 @@ def _same_file(a, b)->bool:
     a, b = Path(a), Path(b)
     return a.resolve() == b.resolve() or (b.exists() and a.exists() and a.samefile(b))
 
+def refuse_other_format(src, # the file given to a converter
+                        want:str, # the container the converter reads: 'MXNet' or 'Caffe'
+                        cmd:str): # the command, for the message: 'mxnet-resnet38' or 'caffemodel'
+    "Before reading: `DataError` when `wsss_nb.importers.identify_weights` recognises `src` as another format, naming what it is and where it belongs."
+    from wsss_nb.importers import identify_weights   # lazy: the importers sit above this module
+    try: k = identify_weights(src, parse_caffe=False)
+    except DataError: return   # missing: the reader says so
+    if k.container in (want, 'unknown'): return
+    wanted = dict(MXNet='an MXNet .params', Caffe='a Caffe .caffemodel')[want]
+    raise DataError(f"convert {cmd}: {src} is {'an' if k.container == 'MXNet' else 'a'} {k.container} {'folder' if k.container == 'folder' else 'file'}, "
+                    f"not {wanted}: {k.what}; it belongs: {k.where}".replace('a folder folder', 'a folder'))
+
 def convert_mxnet_resnet38(src, # MXNet ResNet-38 `.params`
                            out)->dict: # `.pth` to write (e.g. weights/resnet38_ilsvrc.pth)
     "Convert the MXNet ResNet-38 ImageNet file into a `ResNet38` state_dict at `out`; returns a summary."
     if _same_file(src, out): raise ConfigError(f"convert: the output {out} is the input file")
+    refuse_other_format(src, 'MXNet', 'mxnet-resnet38')
     sd, dropped = _resnet38_from_arrays(read_mxnet_params(src), src)
     save_torch(sd, out)
     return dict(file=str(src), out=str(out), net='ResNet38', prefix='', tensors=len(sd), dropped=dropped, head=[],
@@ -399,6 +412,7 @@ def convert_caffemodel(src, # `.caffemodel`
                        check:bool=True)->dict: # require the whole backbone with its shapes
     "Convert a caffemodel into a state_dict at `out` (deeplab-pytorch's key names, or LargeFOV's); returns a summary."
     if _same_file(src, out): raise ConfigError(f"convert: the output {out} is the input file")
+    refuse_other_format(src, 'Caffe', 'caffemodel')
     sd, info = _caffe_convert(src, net, prefix, check)
     save_torch(sd, out)
     return dict(file=str(src), out=str(out), **info)

@@ -245,9 +245,11 @@ class SegTransform:
                  scales=None, # ... or drawn from this list, e.g. (0.5, 0.75, 1.0, 1.25, 1.5)
                  flip:bool=False, # random horizontal flip with p=0.5
                  jitter:float=0.0, # colour jitter strength (brightness, contrast, saturation)
-                 resize=None): # fixed (H,W) resize applied first (ignores aspect ratio, like OAA)
+                 resize=None, # fixed (H,W) resize applied first (ignores aspect ratio, like OAA)
+                 pad_image=None): # RGB padding colour of the image; None: `MEAN_RGB_UINT8`. A fractional colour (deeplab-pytorch's exact Caffe mean) makes padded crops float32
         self.crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
         self.scale_range, self.scales, self.flip, self.jitter, self.resize = tuple(scale_range), scales, flip, jitter, resize
+        self.pad_image = None if pad_image is None else tuple(float(v) for v in pad_image)
 
     def __call__(self,
                  sample:dict, # {'image': HxWx3 uint8, 'mask'?: HxW uint8, 'saliency'?: HxW float32}
@@ -277,7 +279,9 @@ class SegTransform:
         if ph or pw:
             for k in keys:
                 a = s[k]
-                out = np.empty((h + ph, w + pw) + a.shape[2:], a.dtype); out[...] = _PAD[k]
+                pad = _PAD[k] if k != 'image' or self.pad_image is None else self.pad_image
+                dt = np.float32 if k == 'image' and any(v != int(v) for v in np.ravel(pad)) else a.dtype   # a fractional colour cannot be uint8
+                out = np.empty((h + ph, w + pw) + a.shape[2:], dt); out[...] = pad
                 out[:h, :w] = a; s[k] = out
         H, W = h + ph, w + pw
         y, x = rng.integers(0, H - ch + 1), rng.integers(0, W - cw + 1)

@@ -17,7 +17,7 @@ __all__ = ['CAFFE_MEAN_BGR', 'DEEPLAB_PYTORCH_FILES', 'SEG_NETWORKS', 'DEFAULT_N
            'msc_loss', 'ConvBnReLU', 'CaffeBottleneck', 'res_layer', 'caffe_stem', 'caffe_resnet_layers', 'CaffeASPP',
            'DeepLabV2ResNet101', 'MSCFactor', 'load_deeplab_pytorch', 'build_deeplab_resnet101',
            'CaffeResNet101Backbone', 'DeepLabLargeFOVResNet101', 'load_largefov', 'build_largefov_resnet101',
-           'build_deeplab', 'predict', 'crf_postprocess']
+           'build_deeplab', 'train_pad_colour', 'predict', 'crf_postprocess']
 
 # %% ../nbs/07_deeplab.ipynb #218cc5f2
 class ASPP(nn.Module):
@@ -455,6 +455,12 @@ def build_deeplab(backbone:str, # 'deeplab_resnet101' (deeplab-pytorch, VOC conf
     net = DeepLabV2(get_backbone(backbone, pretrained=pretrained, output_stride=output_stride),
                     num_classes, rates=rates, freeze_bn=freeze_bn, neck=DEFAULT_NECK.get(backbone, 0) if neck is None else neck)
     return MSC(net, msc_scales) if msc else net
+
+def train_pad_colour(backbone:str)->tuple|None: # a `seg_backbone` name
+    """RGB colour that pads training crops of `backbone`: the exact Caffe mean `CAFFE_MEAN_BGR` (0 after the network's mean
+    subtraction, as deeplab-pytorch's and Caffe DeepLab's data layers pad) for the Caffe networks of `SEG_NETWORKS`; None (the
+    library's `wsss_nb.data.MEAN_RGB_UINT8`) for the others."""
+    return tuple(CAFFE_MEAN_BGR[::-1]) if backbone in SEG_NETWORKS else None
 
 # %% ../nbs/07_deeplab.ipynb #6e33febe
 @torch.no_grad()

@@ -12,7 +12,8 @@ from .viz import InlineFigure
 
 # %% auto #0
 __all__ = ['READING_PATH', 'PIPELINE_STAGES', 'list_notebooks', 'lesson_notebooks', 'notebook_title', 'find_mathjax',
-           'render_notebook', 'build_docs', 'execute_notebooks', 'pipeline_diagram', 'add_docs_parser', 'run_docs']
+           'render_notebook', 'network_loads', 'escaped_markup', 'build_docs', 'execute_notebooks', 'pipeline_diagram',
+           'add_docs_parser', 'run_docs']
 
 # %% ../nbs/20_docs.ipynb #c1c1f6f7
 def _skipped(rel:Path)->bool: return any(part.startswith(('_', '.')) for part in rel.parts)
@@ -71,11 +72,11 @@ def _only_imports(src:str)->bool:
     return bool(body) and all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body)
 
 def _imports_cell(sources:list):
-    "A raw HTML cell: the notebook's import cells, collapsed under a `<details>` line."
+    "A raw HTML cell: the notebook's import cells, collapsed under a `<details>` line (marked `wsss_imports`: the page template passes it through unsanitised)."
     from nbformat.v4 import new_raw_cell
     code = html.escape('\n\n'.join(sources))
     return new_raw_cell(f'<details class="wsss-imports"><summary>imports of this notebook</summary><pre>{code}</pre></details>',
-                        metadata={'raw_mimetype': 'text/html'})
+                        metadata={'raw_mimetype': 'text/html', 'wsss_imports': True})
 
 def _apply_directives(nb):
     "A copy of `nb` with nbdev's hide / echo / output directives applied as nbconvert tags, the title cell first and the import cells collapsed."
@@ -147,19 +148,40 @@ def _mathjax_config(src:Path)->str:
         if (src/'config'/f'{c}.js').is_file(): return c
     raise WSSSError(f"MathJax at {src} has no TeX + HTML configuration under config/")
 
-def _exporter():
+# nbconvert's `lab` page, minus what it would load from a CDN (require.js, only for widgets; mermaid.js, for diagrams,
+# which stay readable as their source text: see `_PAGE_CSS`), and with the imports block passed through as HTML (the
+# template's `clean_html` filter escapes the `<details>` tags it does not allow-list)
+_PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block rawcell scoped %}{%- if cell.metadata.get('wsss_imports') -%}{{ cell.source }}{%- else -%}{{ super() }}{%- endif -%}{%- endblock rawcell %}
+"""
+
+def _exporter(template_name:str='lab'): # nbconvert HTML template the pages extend
+    "An nbconvert `HTMLExporter` for the pages; a missing template is one `ConfigError` line saying what to install or set."
+    from jinja2 import DictLoader, TemplateNotFound
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import TagRemovePreprocessor
     quiet = logging.getLogger('wsss_nb.docs.nbconvert'); quiet.setLevel(logging.ERROR)   # not one 'alternative text is missing' per figure
-    exp = HTMLExporter(template_name='lab', embed_images=True, log=quiet, exclude_input_prompt=True, exclude_output_prompt=True,
-                       mathjax_url=_MATHJAX_URL)
+    try:
+        exp = HTMLExporter(template_name=template_name, embed_images=True, log=quiet, exclude_input_prompt=True, exclude_output_prompt=True,
+                           mathjax_url=_MATHJAX_URL, extra_loaders=[DictLoader({'wsss_page.html.j2': _PAGE_TEMPLATE})],
+                           template_file='wsss_page.html.j2')
+        exp.template                                                   # loads the templates now, not at the first page
+    except (ValueError, TemplateNotFound, OSError) as e:
+        from jupyter_core.paths import jupyter_path
+        raise ConfigError(f"wsss-nb docs: nbconvert's HTML template {template_name!r} was not found "
+                          f"({type(e).__name__}: {str(e).splitlines()[0]}); searched {', '.join(jupyter_path('nbconvert', 'templates'))}: "
+                          f"reinstall nbconvert with its data files (pip install --force-reinstall nbconvert), or set JUPYTER_PATH "
+                          f"to a folder that holds nbconvert/templates/{template_name}") from None
     exp.register_preprocessor(TagRemovePreprocessor(remove_input_tags={'remove_input'}, remove_all_outputs_tags={'remove_output'},
                                                     remove_cell_tags={'remove_cell'}), enabled=True)
     return exp
 
 _PAGE_CSS = ('<style>.jp-InputPrompt,.jp-OutputPrompt{display:none!important}'
              '.jp-RenderedImage img{max-width:100%;height:auto}'
-             'details.wsss-imports{margin:0 0 1em 0;font-size:13px}details.wsss-imports pre{background:#f6f6f6;padding:.5em}</style>')
+             'details.wsss-imports{margin:0 0 1em 0;font-size:13px}details.wsss-imports pre{background:#f6f6f6;padding:.5em}'
+             '.jp-Mermaid:not(.jp-RenderedMermaid){display:block!important}</style>')   # no mermaid.js offline: a diagram shows as its source
 
 _REQUIRE_JS = '<script src="https://cdnjs.cloudflare.com/ajax/libs/require.js/2.1.10/require.min.js"></script>'
 _LOCAL_MATHJAX_CONFIG = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, '
@@ -184,6 +206,21 @@ def render_notebook(path, # Notebook to render
     if postprocess: page = postprocess(page)
     with atomic_write(out_path, 'w') as f: f.write(page)
     return Path(out_path)
+
+_NET = re.compile(r"""(?isx)
+    <script\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//[^"'\s>]+                          # a script from a network
+  | <link\b(?=[^>]*\bstylesheet\b)[^>]*\bhref\s*=\s*["']?(?:https?:)?//[^"'\s>]+   # a stylesheet from a network
+  | \bimport\s*\(\s*["'](?:https?:)?//[^"']+                                        # an ES module a script loads
+  | @import\s+(?:url\()?\s*["']?(?:https?:)?//[^"')\s;]+                            # a CSS import""")
+
+def network_loads(page:str)->list: # HTML text of a page
+    "What a page would load from a network: http(s) (or protocol-relative) `<script src>`, stylesheet `<link>`, `import()` and CSS `@import`."
+    return [m[0] for m in _NET.finditer(page)]
+
+def escaped_markup(page:str)->list: # HTML text of a page
+    "Tags of the imports block that a page shows as escaped text (`&lt;details ...`) instead of rendering them (code listings and code spans, where such text is meant, are left out)."
+    text = re.sub(r'(?is)<(pre|code|script|style)\b.*?</\1>', ' ', page)
+    return re.findall(r'&lt;/?(?:details|summary)\b.*?&gt;', text)
 
 # %% ../nbs/20_docs.ipynb #ce399b6c
 def _inline_md(s:str)->str:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import hashlib, pickle, shutil, time
 from pathlib import Path
+from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,9 +18,10 @@ from .backbones import get_backbone
 from .metrics import cam_threshold_sweep, ConfusionMeter
 
 # %% auto #0
-__all__ = ['CLS_FORMATS', 'CAM_FORMATS', 'IMPORT_KINDS', 'file_sha256', 'map_state_dict', 'released_run', 'import_classifier',
-           'to_original', 'save_original', 'import_affinity', 'import_cams', 'import_pseudo', 'import_deeplab',
-           'score_folder', 'add_import_parser', 'cmd_import', 'add_score_parser', 'cmd_score', 'spixelnet_key',
+__all__ = ['CLS_FORMATS', 'WEIGHT_KINDS', 'CAM_FORMATS', 'IMPORT_KINDS', 'file_sha256', 'map_state_dict', 'released_run',
+           'import_classifier', 'to_original', 'save_original', 'WeightsKind', 'identify_weights', 'describe_weights',
+           'expect_weights', 'import_affinity', 'import_cams', 'import_pseudo', 'import_deeplab', 'score_folder',
+           'add_import_parser', 'import_config', 'cmd_import', 'add_score_parser', 'cmd_score', 'spixelnet_key',
            'import_spixelnet']
 
 # %% ../nbs/10a_importers.ipynb #677ceea5
@@ -167,6 +169,7 @@ def _check_method_args(fmt, method, margs, cfg):
 def _load_scn(model, scn, file):
     "MSA: the superpixel network's weights (`Q_model_final.pth`, SpixelNet1l_bn names) into `model.scn`; marks it trained."
     if scn is None: raise ConfigError(f"import cls msa: {file} holds the classifier only; MSA's CAMs need its superpixel network too: pass its file (Q_model_final.pth) as scn= / --scn")
+    expect_weights(scn, {'spixelnet'}, 'import cls --format msa --scn')
     from wsss_nb.methods.msa import SpixelNet
     raw = _read_weights(scn); raw = _strip(raw.get('state_dict', raw))
     sd = {}
@@ -190,6 +193,7 @@ def import_classifier(file, # the weight file, as the original's train script sa
     if method != spec['method']: raise ConfigError(f"import cls {fmt}: the file is a {spec['method']!r} classifier but the config's method is {method!r}")
     if scn is not None and fmt != 'msa': raise ConfigError(f"import cls {fmt}: scn= / --scn (a superpixel network) is for --format msa only")
     _check_method_args(fmt, method, margs, cfg)
+    expect_weights(file, {f'cls:{fmt}'}, f'import cls --format {fmt}')   # another original's file: say which, and where it goes
     ds, _ = _ds(cfg)
     wsss = get_method(method, **margs)
     model = wsss.build_model(get_backbone(cfg['backbone'], pretrained=None, output_stride=cfg.get('output_stride', 16)), ds.num_classes-1)
@@ -253,6 +257,147 @@ def save_original(model:torch.nn.Module, # this library's network of the format'
     return path
 
 
+# %% ../nbs/10a_importers.ipynb #ceeadccb
+class WeightsKind(NamedTuple):
+    "What `identify_weights` found: `kind` (a key of `WEIGHT_KINDS`), `what` the file is, `where` it belongs (a command or a config slot), `container` ('PyTorch', 'MXNet', 'Caffe', 'PNG', 'NumPy', 'folder' or 'unknown')."
+    kind:str; what:str; where:str; container:str=''
+
+_CONVERT_CAFFE = "convert it first: `wsss-nb convert caffemodel FILE OUT.pth --net deeplab-resnet101` (DeepLab init / trained), `--net largefov` (MCIS dpl_init / res_fov2a) or `--net largefov-vgg16`; then give OUT.pth as seg_pretrained (or to `wsss-nb import deeplab`)"
+WEIGHT_KINDS = {   # kind -> (what the file is, where it belongs)
+    'mxnet': ("an MXNet NDArray file (.params), e.g. the ImageNet ResNet-38 ilsvrc-cls_rna-a1_cls1000_ep-0001.params",
+              "convert it first: `wsss-nb convert mxnet-resnet38 FILE weights/resnet38_ilsvrc.pth`; then give the .pth as pretrained (backbone: resnet38) or refiner_args.pretrained"),
+    'caffemodel': ("a Caffe .caffemodel (binary protobuf)", _CONVERT_CAFFE),
+    'deeplab_init': ("deeplab-pytorch's COCO init deeplabv1_resnet101-coco.pth (DeepLabV1_ResNet101: Caffe ResNet-101 + a 91-class `fc`, no ASPP)",
+                     "seg_pretrained, with seg_backbone: deeplab_resnet101 (the segmentation stage starts from it); `wsss-nb import deeplab` wants a trained model"),
+    'caffe_resnet101': ("a Caffe ResNet-101 body in deeplab-pytorch's names (layer1 … layer5, no head), e.g. a converted MCIS dpl_init.caffemodel",
+                        "seg_pretrained, with seg_backbone: deeplab_resnet101 or mcis_largefov_resnet101"),
+    'deeplab_trained': ("a trained DeepLab-v2 segmentation model (deeplab-pytorch DeepLabV2_ResNet101_MSC with a {n}-class ASPP head, as deeplabv2_resnet101_msc-vocaug-20000.pth, which was trained on VOC with ground truth)",
+                        "`wsss-nb import deeplab FILE CONFIG` (scores it as a finished seg_pseudo stage); as seg_pretrained only with seg_pretrained_trained: true"),
+    'largefov': ("a ResNet-101 LargeFOV network in MCIS's layout (Caffe ResNet-101 + pyram_conv1/2 + a {n}-class `score`; the init dpl_init and the trained res_fov2a share it, so the layout cannot tell them apart)",
+                 "seg_pretrained with seg_backbone: mcis_largefov_resnet101 (dpl_init), or `wsss-nb import deeplab FILE CONFIG` (res_fov2a)"),
+    'vgg16_largefov': ("a VGG16 LargeFOV in Caffe names (conv1_1 … conv5_3, fc6, fc7, fc8)",
+                       "no config slot reads VGG16 LargeFOV; the VGG16 classifiers start from torchvision's vgg16 (pretrained: imagenet)"),
+    'resnet38': ("a ResNet-38 ImageNet state dict (conv1a, b2 … b7, bn7; no head), as `wsss-nb convert mxnet-resnet38` writes it",
+                 "pretrained (backbone: resnet38), method_args.pretrained or refiner_args.pretrained"),
+    'torchvision_resnet': ("a torchvision ResNet state dict (conv1, layer1-4, fc)", "pretrained (backbone: resnet50 / resnet101 …)"),
+    'torchvision_vgg': ("a torchvision VGG state dict (features.N, classifier.N)", "pretrained (backbone: vgg16)"),
+    'psa_aff': ("PSA's AffinityNet res38_aff.pth (ResNet-38 + f8_3, f8_4, f8_5, f9)",
+                "`wsss-nb import affinity FILE CONFIG` (writes the 'rw' refiner's affinity.pt for refiner_args.weights)"),
+    'spixelnet': ("a SpixelNet1l_bn superpixel network (MSA's Q_model_final.pth: conv0a … pred_mask0-3)",
+                  "`wsss-nb import spixelnet FILE CONFIG` (then method_args.scn_weights), or --scn of `wsss-nb import cls --format msa`"),
+    'wsss_spixelnet': ("this library's SpixelNet state dict (`wsss-nb import spixelnet` output)", "method_args.scn_weights (method: msa)"),
+    'wsss_affinity': ("this library's AffinityNet file (affinity.pt: `wsss-nb import affinity` output or a 03_make_pseudo 'rw' stage's)", "refiner_args.weights (refiner: rw)"),
+    'wsss_stage': ("a stage checkpoint of this library ({{'model', 'meta'}}: {stage}/model.pt)",
+                   "the run it was written in; a stage reads it there (no config slot takes it)"),
+    'cams:png': ("a folder of PNG CAMs (<id>_<class>.png, L2G / Group-WSSS layout)", "`wsss-nb import cams DIR CONFIG --format png`"),
+    'cams:psa': ("a folder of PSA / SC-CAM .npy CAM dicts ({class: HxW})", "`wsss-nb import cams DIR CONFIG --format psa`"),
+    'cams:irn': ("a folder of IRN .npy CAM dicts ('keys', 'cam', 'high_res')", "`wsss-nb import cams DIR CONFIG --format irn`"),
+    'cams:npz': ("a folder of this library's CAM files (<id>.npz)", "`wsss-nb score DIR CONFIG` (or a run's cams/ stage)"),
+    'labels:png': ("a folder of label PNGs (<id>.png)", "`wsss-nb import pseudo DIR CONFIG` (pseudo-labels) or `wsss-nb score DIR CONFIG` (predictions)"),
+    'folder': ("a folder without CAM or label files", "nothing: give a weight file, or a folder of CAMs / labels to `wsss-nb import cams|pseudo`"),
+    'png': ("a PNG image", "nothing as a weight file; a folder of them goes to `wsss-nb import cams|pseudo`"),
+    'npy': ("a NumPy .npy array", "nothing as a weight file; a folder of CAM .npy files goes to `wsss-nb import cams`"),
+    'pytorch': ("a PyTorch file of an unrecognised layout (first keys: {keys})", "wherever its network's keys fit (checked when it loads)"),
+    'unknown': ("neither a PyTorch, MXNet nor Caffe weight file", "nothing: expected a .pth state dict, an MXNet .params or a .caffemodel to convert"),
+}
+for _f, _s in CLS_FORMATS.items():
+    WEIGHT_KINDS[f'cls:{_f}'] = (f"a {_s['method']!r} classifier checkpoint in the {_f!r} layout ({_s['doc'].split(':')[0]})",
+                                 f"`wsss-nb import cls FILE CONFIG --format {_f}`" + (" or method_args.round0_weights (method: sccam)" if _f == 'psa_cls' else ''))
+
+def _kind(kind, **fmt)->WeightsKind:
+    what, where = WEIGHT_KINDS[kind]
+    return WeightsKind(kind, what.format(**fmt) if fmt else what.replace('{{', '{').replace('}}', '}'), where)
+
+def _has(keys, *prefixes): return any(k.startswith(prefixes) for k in keys)
+
+def _state_dict_kind(raw)->WeightsKind:
+    "The kind of a loaded PyTorch object (a state dict or a checkpoint dict around one)."
+    if not isinstance(raw, dict): return _kind('pytorch', keys=type(raw).__name__)
+    if 'model' in raw and 'meta' in raw and isinstance(raw['meta'], dict):
+        m = raw['meta']; stage = f"seg_{m['labels']}" if 'labels' in m else 'cls'
+        return WeightsKind('wsss_stage', WEIGHT_KINDS['wsss_stage'][0].format(stage=stage), WEIGHT_KINDS['wsss_stage'][1])
+    if 'model' in raw and 'params' in raw and 'hash' in raw: return _kind('wsss_affinity')
+    if isinstance(raw.get('local_dict'), dict):
+        return _kind('cls:l2g_csa' if _has(_strip(raw['local_dict']), 'b6.se_layer', 'DRS_learnable') else 'cls:l2g')
+    sd = raw
+    for top in ('state_dict', 'model'):
+        if isinstance(sd.get(top), dict): sd = sd[top]
+    keys = [str(k) for k in _strip(sd)]
+    ks = set(keys)
+    if _has(keys, 'vgg.features.') and _has(keys, 'extra_gate_merge.'): return _kind('cls:mcis')
+    if _has(keys, 'extra_ConvGRU.'): return _kind('cls:group')
+    if _has(keys, 'get_qfeats.', 'x4_feats.', 'get_tran_conv4.'): return _kind('cls:msa')
+    if _has(keys, 'b6.se_layer', 'DRS_learnable_layer'): return _kind('cls:l2g_csa')
+    if 'fc8_20.weight' in ks: return _kind('cls:sccam')
+    if 'f8_3.weight' in ks and 'fc8.weight' in ks: return _kind('cls:l2g')
+    if 'f8_5.weight' in ks and 'f9.weight' in ks: return _kind('psa_aff')
+    if 'conv1a.weight' in ks: return _kind('cls:psa_cls' if 'fc8.weight' in ks else 'resnet38')
+    if 'conv0a.0.weight' in ks and _has(keys, 'pred_mask0.'): return _kind('spixelnet')
+    if _has(keys, 'enc.0.') and _has(keys, 'pred.'): return _kind('wsss_spixelnet')
+    body = {k[5:] if k.startswith('base.') else k for k in keys}
+    if 'layer1.conv1.conv.weight' in body:
+        sd0 = {(k[5:] if k.startswith('base.') else k): v for k, v in _strip(sd).items()}
+        if 'aspp.c0.weight' in body: return _kind('deeplab_trained', n=tuple(sd0['aspp.c0.weight'].shape)[0])
+        if 'pyram_conv1.weight' in body or 'score.weight' in body:
+            return _kind('largefov', n=tuple(sd0['score.weight'].shape)[0] if 'score.weight' in sd0 else 'no')
+        if 'fc.weight' in body: return _kind('deeplab_init')
+        return _kind('caffe_resnet101')
+    if 'conv1_1.weight' in ks: return _kind('vgg16_largefov')
+    if 'conv1.weight' in ks and _has(keys, 'layer4.'): return _kind('torchvision_resnet')
+    if 'features.0.weight' in ks and _has(keys, 'classifier.'): return _kind('torchvision_vgg')
+    return _kind('pytorch', keys=', '.join(keys[:3]) + (' …' if len(keys) > 3 else ''))
+
+def _folder_kind(folder:Path)->WeightsKind:
+    "The kind of a folder: CAM PNGs, label PNGs, PSA / IRN .npy CAMs, this library's .npz CAMs."
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    pngs = [p for p in files if p.suffix == '.png']
+    if pngs:
+        def cls_suffix(stem):
+            c = stem.rsplit('_', 1)[-1] if '_' in stem else ''
+            return c.isdigit() and len(c) <= 2 and (c == '0' or not c.startswith('0'))
+        return _kind('cams:png' if sum(map(cls_suffix, (p.stem for p in pngs))) > len(pngs)/2 else 'labels:png')
+    if npys := [p for p in files if p.suffix == '.npy']:
+        try: d = np.load(npys[0], allow_pickle=True); d = d.item() if d.dtype == object and d.shape == () else d
+        except Exception: return _kind('npy')
+        return _kind('cams:irn' if isinstance(d, dict) and 'keys' in d else 'cams:psa' if isinstance(d, dict) else 'npy')
+    if any(p.suffix == '.npz' for p in files): return _kind('cams:npz')
+    return _kind('folder')
+
+def identify_weights(path, # a weight file or a folder of released maps / labels
+                     parse_caffe:bool=True)->WeightsKind: # try to parse a file of no other format as a .caffemodel (False: 'unknown')
+    "What `path` is (`WeightsKind`: kind, what, where it belongs), read from its bytes and keys: no network is built."
+    path = Path(path)
+    if path.is_dir(): return _folder_kind(path)._replace(container='folder')
+    if not path.is_file(): raise DataError(f"{path}: not found")
+    with open(path, 'rb') as f: head = f.read(8)
+    if head[:4] == b'\x89PNG': return _kind('png')._replace(container='PNG')
+    if head[:6] == b'\x93NUMPY': return _kind('npy')._replace(container='NumPy')
+    if len(head) == 8 and int.from_bytes(head, 'little') == 0x112: return _kind('mxnet')._replace(container='MXNet')
+    if head[:4] == b'PK\x03\x04' or head[:1] == b'\x80':   # torch.save's zip archive, or the legacy pickle
+        for kw in (dict(mmap=True), {}):
+            try: return _state_dict_kind(torch.load(path, map_location='cpu', weights_only=True, **kw))._replace(container='PyTorch')
+            except Exception: continue
+        return _kind('pytorch', keys='unreadable with weights_only=True')._replace(container='PyTorch')
+    try:
+        from wsss_nb.convert import read_caffemodel
+        if parse_caffe and read_caffemodel(path): return _kind('caffemodel')._replace(container='Caffe')
+    except Exception: pass
+    return _kind('unknown')._replace(container='unknown')
+
+def describe_weights(path)->str: # as `identify_weights`
+    "'PATH is WHAT; it belongs: WHERE' for an error message."
+    k = identify_weights(path)
+    return f"{path} is {k.what}; it belongs: {k.where}"
+
+def expect_weights(path, # the file or folder given
+                   kinds, # the `WEIGHT_KINDS` keys the slot takes (an unrecognised PyTorch layout always passes on, to the loader's own check)
+                   slot:str, # the command or config slot, for the message (e.g. 'import cls --format mcis', 'seg_pretrained')
+                   error=DataError)->WeightsKind:
+    "Refuse `path`, naming what it is and where it belongs, unless it is of one of `kinds`; returns its `WeightsKind`."
+    k = identify_weights(path)
+    if k.kind in kinds or k.kind in ('pytorch', 'unknown'): return k   # no known layout: the loader's own check names the problem
+    raise error(f"{slot}: {path} is {k.what}; it belongs: {k.where}")
+
 # %% ../nbs/10a_importers.ipynb #9e457cb5
 def import_affinity(file, # PSA's res38_aff.pth
                     config, # pipeline config whose refiner is 'rw' (refiner_args: backbone, stride, taps ...)
@@ -263,6 +408,7 @@ def import_affinity(file, # PSA's res38_aff.pth
     cfg = _cfg(config)
     if cfg.get('refiner') != 'rw': raise ConfigError(f"import affinity: the config's refiner is {cfg.get('refiner')!r}, not 'rw'")
     ref = get_refiner('rw', **{k: v for k, v in (cfg.get('refiner_args') or {}).items() if k != 'weights'})
+    expect_weights(file, {'psa_aff'}, 'import affinity')
     net = ref._build(None)
     rules = [('f8_3.', 'proj.0.'), ('f8_4.', 'proj.1.'), ('f8_5.', 'proj.2.'), ('f9.', 'mix.'), ('', 'backbone.')]
     sd = map_state_dict(_strip(_read_weights(file)), rules, net.state_dict(), file)
@@ -319,19 +465,21 @@ CAM_FORMATS = {'png': "one grayscale PNG per image and class, `<id>_<c>.png`, ma
 def import_cams(folder, # released CAM folder
                 fmt:str, # one of `CAM_FORMATS`
                 config, # pipeline config: dataset, data_root, train_split, run, out_root
-                out_root=None, run=None, split=None, progress:bool=False)->Stage:
+                out_root=None, run=None, split=None, progress:bool=False,
+                subset:bool=False)->Stage: # ignore maps of images outside the split (a train_aug folder imported for train)
     "A finished `cams/` stage from a released CAM folder (formats in `CAM_FORMATS`), scored like stage 02; stage 03 then runs on it."
     from wsss_nb.stages.make_cams import _cam_samples
     from wsss_nb.cam import normalize_cams
     from wsss_nb import viz
     if fmt not in CAM_FORMATS: raise ConfigError(f"import cams: unknown format {fmt!r}; known: {', '.join(CAM_FORMATS)}")
     cfg, folder = _cfg(config), Path(folder)
-    if not folder.is_dir(): raise DataError(f"import cams: folder not found: {folder}")
+    if not folder.exists(): raise DataError(f"import cams: folder not found: {folder}")
+    expect_weights(folder, {f'cams:{fmt}'}, f'import cams --format {fmt}')   # a folder of another layout (or a file): say which
     ds, split = _ds(cfg, split=split)
     if ds.labels is None: raise DataError(f"import cams: split {split!r} of {cfg['data_root']} has no image-level labels to key the maps by")
     ids = set(ds.ids)
     stems = {p.stem.rsplit('_', 1)[0] if fmt == 'png' else p.stem for p in folder.iterdir() if p.suffix in ('.png', '.npy')}
-    if extra := sorted(stems - ids): raise DataError(f"import cams: {folder} has maps for {len(extra)} image(s) not in split {split!r}, e.g. {extra[0]!r}")
+    if not subset and (extra := sorted(stems - ids)): raise DataError(f"import cams: {folder} has maps for {len(extra)} image(s) not in split {split!r}, e.g. {extra[0]!r}")
     st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'cams', f'cams:{fmt}', folder, dict(split=split))
     st.begin(); t0 = time.time()
     for i in ds.ids:
@@ -357,20 +505,22 @@ def _check_labels(lab, size, num_classes, f):
     if bad := sorted(set(np.unique(lab).tolist()) - set(range(num_classes)) - {255}):
         raise DataError(f"{f}: label value {bad[0]} is not a class (0..{num_classes-1}) or 255")
 
-def _label_files(folder, ds, split, what):
+def _label_files(folder, ds, split, what, extra_ok=False):
     folder = Path(folder)
     if not folder.is_dir(): raise DataError(f"{what}: folder not found: {folder}")
-    if extra := sorted({p.stem for p in folder.glob('*.png')} - set(ds.ids)):
+    if not extra_ok and (extra := sorted({p.stem for p in folder.glob('*.png')} - set(ds.ids))):
         raise DataError(f"{what}: {folder} has {len(extra)} file(s) for images not in split {split!r}, e.g. {extra[0]}.png")
     if missing := [i for i in ds.ids if not (folder/f'{i}.png').is_file()]:
         raise DataError(f"{what}: {folder/(missing[0] + '.png')} missing ({len(missing)} of the {len(ds.ids)} images of split {split!r})")
     return folder
 
 def import_pseudo(folder, # folder of `<id>.png` label maps (palette or grayscale, 255 = ignore)
-                  config, out_root=None, run=None, split=None)->Stage:
+                  config, out_root=None, run=None, split=None,
+                  subset:bool=False)->Stage: # ignore labels of images outside the split
     "A finished `pseudo/` stage (labels/ = the released PNGs, checked), scored against the masks when the split has them; stage 04 then runs."
     cfg = _cfg(config); ds, split = _ds(cfg, split=split)
-    folder = _label_files(folder, ds, split, 'import pseudo')
+    if Path(folder).exists(): expect_weights(folder, {'labels:png'}, 'import pseudo')   # CAM PNGs or a weight file: say which
+    folder = _label_files(folder, ds, split, 'import pseudo', extra_ok=subset)
     st = _imported_stage(out_root or cfg.get('out_root', 'outputs'), run or released_run(cfg), 'pseudo', 'pseudo:png', folder, dict(split=split))
     st.begin(); (st.path/'labels').mkdir(exist_ok=True)
     meter = ConfusionMeter(ds.num_classes); scored = getattr(ds, 'has_masks', True)
@@ -396,6 +546,7 @@ def import_deeplab(file, # a DeepLab-v2 checkpoint
     bb = cfg.get('seg_backbone', 'resnet101')
     neck = cfg.get('seg_neck'); neck = deeplab.DEFAULT_NECK.get(bb, 0) if neck is None else int(neck)
     kw = dict(output_stride=cfg.get('seg_output_stride', 8), rates=tuple(cfg.get('seg_rates', (6, 12, 18, 24))), msc=cfg.get('seg_msc', True), neck=neck)
+    expect_weights(file, {'deeplab_trained', 'largefov', 'wsss_stage'}, 'import deeplab')   # e.g. the COCO init: it belongs in seg_pretrained
     model = deeplab.build_deeplab(bb, ds.num_classes, pretrained=None, **kw)
     raw = _read_weights(file)
     raw = _strip(raw.get('model', raw.get('state_dict', raw)))
@@ -413,12 +564,13 @@ def import_deeplab(file, # a DeepLab-v2 checkpoint
 def score_folder(folder, # `<id>.png` label maps, or `<id>.npz` CAM files (`wsss_nb.cam.save_cams`)
                  dataset:str, data_root, split:str='val', # the split whose masks score them
                  cam_threshold:float=None, # background threshold for CAM files (None: sweep and take the best)
-                 ignore_pred:bool=False)->dict: # drop predicted 255 instead of counting a miss
+                 ignore_pred:bool=False, # drop predicted 255 instead of counting a miss
+                 subset:bool=False)->dict: # ignore files of images outside the split (e.g. a run's train_aug maps scored on train)
     "Per-class and mean IoU of a folder of predictions against a split's masks (every image of the split must have one)."
     from wsss_nb.pseudo import threshold_labels
     folder, ds = Path(folder), get_dataset(dataset, data_root, split)
     cams = bool(ds.ids) and (folder/f'{ds.ids[0]}.npz').is_file() and not (folder/f'{ds.ids[0]}.png').is_file()
-    if not cams: _label_files(folder, ds, split, 'score')
+    if not cams: _label_files(folder, ds, split, 'score', extra_ok=subset)
     elif missing := [i for i in ds.ids if not (folder/f'{i}.npz').is_file()]:
         raise DataError(f"score: {folder/(missing[0] + '.npz')} missing ({len(missing)} of the {len(ds.ids)} images of split {split!r})")
     if cams and cam_threshold is None:
@@ -452,44 +604,83 @@ def add_import_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
     p.add_argument('--run', default=None); p.add_argument('--out-root', default=None)
     p.add_argument('--out', default=None, help='affinity / spixelnet: the weight file to write')
     p.add_argument('--scn', default=None, help="cls --format msa: MSA's superpixel network file (Q_model_final.pth)")
+    p.add_argument('overrides', nargs='*', help="key=value overrides of CONFIG, as `wsss-nb run` takes them (e.g. method_args.online_maps=false); "
+                                                "the printed next step repeats them")
+    p.add_argument('--subset', action='store_true', help="cams / pseudo: ignore files of images outside the config's train_split "
+                                                          "(e.g. released train_aug maps imported with train_split=train)")
+    p.add_argument('--no-gt-bound', action='store_true', help="set train_gt_bound=false in the next step: the run does not also train "
+                                                               "DeepLab-v2 on the ground truth (on VOC a second 20k-iteration training)")
     p.set_defaults(func=cmd_import)
     return p
 
 _NEXT = dict(cams='03_make_pseudo 04_train_seg 05_evaluate', pseudo='04_train_seg 05_evaluate', cls='02_make_cams 03_make_pseudo 04_train_seg 05_evaluate',
              deeplab='05_evaluate')
 
+def import_config(config, # the pipeline config (YAML path or dict)
+                  overrides=(), # 'key=value' strings, as `wsss-nb run` takes them
+                  no_gt_bound:bool=False)->dict: # add train_gt_bound=false
+    "The config an import uses: `config` with `overrides` merged (`wsss_nb.cli.apply_overrides`), keys checked before anything is read."
+    from wsss_nb.cli import apply_overrides, valid_keys   # lazy: the command-line module sits above this one
+    from wsss_nb.core import check_keys
+    ovr = list(overrides) + (['train_gt_bound=false'] if no_gt_bound else [])
+    cfg = apply_overrides(_cfg(config), ovr)
+    check_keys(cfg, valid_keys(), where=f"{config}{' + overrides' if ovr else ''}")
+    return cfg
+
+def _record_import(st:Stage, cfg:dict, config, overrides):
+    "`<run>/import.json`: the config each imported stage was made with (`wsss_nb.reproduce.find_runs` reads it for a run not yet continued)."
+    import json
+    f = st.path.parent/'import.json'
+    rec = json.loads(f.read_text()) if f.is_file() else {}
+    rec.update(config={k: v for k, v in cfg.items()}, config_file=str(config), overrides=list(overrides))
+    rec.setdefault('stages', {})[st.path.name] = st.params['params']['imported']
+    save_json(rec, f)
+
 def cmd_import(args)->int: # parsed `wsss-nb import` arguments
-    "Run one importer; prints the stage folder and the command that continues the pipeline."
+    "Run one importer with the config and its overrides; prints the stage folder and the command that continues the pipeline (overrides repeated)."
+    import shlex
+    ovr = list(getattr(args, 'overrides', None) or []) + (['train_gt_bound=false'] if getattr(args, 'no_gt_bound', False) else [])
+    cfg = import_config(args.config, ovr)
     kw = dict(out_root=args.out_root, run=args.run)
     if args.kind in ('cams', 'cls') and not args.format: raise ConfigError(f"wsss-nb import {args.kind} needs --format")
-    if args.kind == 'cams': st = import_cams(args.file, args.format, args.config, **kw)
-    elif args.kind == 'pseudo': st = import_pseudo(args.file, args.config, **kw)
-    elif args.kind == 'cls': st = import_classifier(args.file, args.format, args.config, scn=getattr(args, 'scn', None), **kw)
-    elif args.kind == 'deeplab': st = import_deeplab(args.file, args.config, **kw)
+    if args.kind == 'cams': st = import_cams(args.file, args.format, cfg, subset=getattr(args, 'subset', False), **kw)
+    elif args.kind == 'pseudo': st = import_pseudo(args.file, cfg, subset=getattr(args, 'subset', False), **kw)
+    elif args.kind == 'cls': st = import_classifier(args.file, args.format, cfg, scn=getattr(args, 'scn', None), **kw)
+    elif args.kind == 'deeplab': st = import_deeplab(args.file, cfg, **kw)
     elif args.kind == 'spixelnet':
-        out = import_spixelnet(args.file, args.out or run_dir(_cfg(args.config).get('out_root', 'outputs'), released_run(_cfg(args.config)), 'imported')/'spixelnet.pth')
-        print(f"[wsss-nb] wrote {out} (a state dict of wsss_nb.methods.msa.SpixelNet)"); return 0
+        out = import_spixelnet(args.file, args.out or run_dir(cfg.get('out_root', 'outputs'), released_run(cfg), 'imported')/'spixelnet.pth')
+        print(f"[wsss-nb] wrote {out} (a state dict of wsss_nb.methods.msa.SpixelNet)\n[wsss-nb] next: set method_args.scn_weights: {out}"); return 0
     else:
-        out = import_affinity(args.file, args.config, args.out)
-        print(f"[wsss-nb] wrote {out}\n[wsss-nb] next: set refiner_args.weights: {out} in {args.config} (a nested key), then run from stage 03"); return 0
+        out = import_affinity(args.file, cfg, args.out)
+        print(f"[wsss-nb] wrote {out}\n[wsss-nb] next: set refiner_args.weights: {out} in {args.config} (a nested key, or the override "
+              f"refiner_args.weights={out}), then run from stage 03"); return 0
+    _record_import(st, cfg, args.config, ovr)
+    run = st.path.parent.name
+    shown = [o for o in ovr if not o.split('=', 1)[0].strip().rstrip(':') in ('run', 'out_root')]
+    if args.out_root: shown.append(f'out_root={args.out_root}')
     print(f"[wsss-nb] {st.path} finished (imported from {args.file})")
-    print(f"[wsss-nb] next: wsss-nb run {args.config} run={st.path.parent.name} --stages {_NEXT[args.kind]}")
+    print(f"[wsss-nb] next: wsss-nb run {args.config} run={run}{''.join(' ' + shlex.quote(o) for o in shown)} --stages {_NEXT[args.kind]}")
+    if '04_train_seg' in _NEXT[args.kind] and cfg.get('train_gt_bound', True):
+        print("[wsss-nb] note: train_gt_bound is true, so stage 04 also trains DeepLab-v2 on the ground truth (the upper bound; on VOC a "
+              "second 20k-iteration training); add train_gt_bound=false (or import with --no-gt-bound) to skip it")
     return 0
 
 def add_score_parser(subparsers): # the `add_subparsers()` object of `wsss-nb`
-    "`wsss-nb score FOLDER CONFIG [--split S] [--threshold T] [--json F]`."
+    "`wsss-nb score FOLDER CONFIG [--split S] [--subset] [--threshold T] [--json F]`."
     p = subparsers.add_parser('score', help='per-class and mean IoU of a folder of label PNGs or CAM .npz files')
     p.add_argument('folder'); p.add_argument('config', help='config naming dataset and data_root')
     p.add_argument('--split', default=None, help="default: the config's eval_split")
     p.add_argument('--threshold', type=float, default=None, help='background threshold for CAM files (default: best of a sweep)')
     p.add_argument('--json', default=None, help='also write the scores here')
+    p.add_argument('--subset', action='store_true', help="ignore files of images outside the split (a run's train_aug maps scored on train)")
     p.set_defaults(func=cmd_score)
     return p
 
 def cmd_score(args)->int: # parsed `wsss-nb score` arguments
     "Score a folder and print the per-class table."
     cfg = _cfg(args.config)
-    s = score_folder(args.folder, cfg['dataset'], cfg['data_root'], args.split or cfg.get('eval_split', 'val'), args.threshold)
+    s = score_folder(args.folder, cfg['dataset'], cfg['data_root'], args.split or cfg.get('eval_split', 'val'), args.threshold,
+                     subset=getattr(args, 'subset', False))
     for name, v in (s['per_class'] or {}).items(): print(f"{name:<16} {'—' if v is None else f'{100*v:6.2f}'}")
     print(f"{'mIoU':<16} {100*s['miou']:6.2f}  ({s['n_images']} images of {s['split']}, {s['kind']})")
     if args.json: save_json(s, args.json)
@@ -512,6 +703,7 @@ def import_spixelnet(file, # MSA's / superpixel_fcn's released SpixelNet1l_bn ch
     """fuy34/superpixel_fcn `models/Spixel_single_layer.py` SpixelNet1l_bn (100 keys: `conv0a.0.weight` … `conv4b`, `deconv0-3`,
     `conv0_1-3_1`, `pred_mask0-3`) → this library's `SpixelNet` (94 keys: `pred_mask1-3` are unused there and dropped)."""
     from wsss_nb.methods.msa import SpixelNet
+    expect_weights(file, {'spixelnet'}, 'import spixelnet')
     raw = _read_weights(file); raw = _strip(raw.get('state_dict', raw))
     sd, names = {}, {}
     for k, v in raw.items():

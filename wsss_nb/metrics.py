@@ -205,8 +205,9 @@ def learning_check(name:str, # what was trained, e.g. 'classifier (09b)'
                    losses, # per-step losses in training order (at least 2)
                    miou:float=None, # mIoU in [0,1] of the run's maps, if they were scored
                    floor:float=None, # the all-background floor of the same images (`all_background_floor`)
-                   raise_on_fail:bool=True)->dict: # False: only report
-    "Print `learned: ...` (first/last loss, and mIoU vs the all-background floor) and raise `AssertionError` unless the loss went down and the mIoU is above the floor."
+                   raise_on_fail:bool=True, # False: only report
+                   margin:float=0.03)->dict: # how far (mIoU in [0,1]; 0.03 = 3 points) the mIoU must lie above `floor` to count as above it
+    "Print `learned: ...` (first/last loss, and mIoU vs the all-background floor) and raise `AssertionError` unless the loss went down and the mIoU is at least `margin` above the floor."
     l = np.asarray([float(v) for v in losses], dtype=np.float64)
     if l.size < 2: raise ValueError(f"learning_check({name!r}): need at least 2 losses, got {l.size}")
     if not np.isfinite(l).all(): raise AssertionError(f"learning_check({name!r}): a loss is not finite")
@@ -217,9 +218,12 @@ def learning_check(name:str, # what was trained, e.g. 'classifier (09b)'
     msg = f"learned: {name}: loss {first:.4g} -> {last:.4g} over {l.size} steps ({'down' if ok_loss else 'NOT down'})"
     if miou is not None:
         if floor is None: raise ValueError(f"learning_check({name!r}): give `floor` with `miou`")
-        ok_map = float(miou) > float(floor)
-        out.update(miou=float(miou), floor=float(floor), map_ok=ok_map)
-        msg += f"; mIoU {100*miou:.1f}% vs all-background floor {100*floor:.1f}% ({'above' if ok_map else 'NOT above'})"
+        if not 0 <= float(margin) < 1: raise ValueError(f"learning_check({name!r}): margin must be in [0, 1) (mIoU units), got {margin}")
+        gap = float(miou) - float(floor)
+        ok_map = gap >= float(margin) and gap > 0
+        out.update(miou=float(miou), floor=float(floor), margin=float(margin), map_ok=ok_map)
+        msg += (f"; mIoU {100*miou:.1f}% vs all-background floor {100*floor:.1f}% "
+                + ('(above)' if ok_map else f"(NOT above: {100*gap:+.1f} points, margin {100*margin:.1f})"))
     out['ok'] = out['loss_ok'] and out.get('map_ok', True)
     print(msg)
     if raise_on_fail and not out['ok']: raise AssertionError(f"{name} did not learn: {msg[len('learned: '):]}")

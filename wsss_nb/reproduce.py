@@ -9,8 +9,9 @@ from pathlib import Path
 from .core import ConfigError, load_config, load_json, project_root
 
 # %% auto #0
-__all__ = ['QUANTITIES', 'AUTHORS', 'RECORD_DIR', 'OTHER_FIGURES', 'NOT_STATED', 'reproduce_table', 'reproduce_markdown',
-           'reproduce_csv', 'add_reproduce_parser', 'cmd_reproduce', 'readme_block', 'render_readme', 'readme_section',
+__all__ = ['QUANTITIES', 'AUTHORS', 'IGNORED_KEYS', 'RECORD_DIR', 'OTHER_FIGURES', 'NOT_STATED', 'config_differences',
+           'find_runs', 'reproduce_table', 'reproduce_runs', 'reproduce_markdown', 'reproduce_csv',
+           'add_reproduce_parser', 'cmd_reproduce', 'readme_block', 'render_readme', 'readme_section',
            'readme_problems']
 
 # %% ../nbs/10b_reproduce.ipynb #8ab3a4a9
@@ -40,32 +41,143 @@ def _scores(out_root, run):
     f = Path(out_root)/run/'scores.json'
     return (load_json(f), f'{run}/scores.json') if f.is_file() else ({}, None)
 
-def _runs(method, root):
-    "faithful / fixed / released run names of `method` (from configs/voc12_<method>[_fixed].yaml)."
-    runs = {}
-    for kind, cfg in (('faithful', f'voc12_{method}.yaml'), ('fixed', f'voc12_{method}_fixed.yaml')):
-        c = root/'configs'/cfg
-        if c.is_file(): runs[kind] = load_config(c).get('run', c.stem)
-    runs['released'] = f"{runs.get('faithful', f'voc12_{method}')}_released"
-    return runs
+def _shipped(method, root):
+    "{'faithful': config, 'fixed': config} of configs/voc12_<method>[_fixed].yaml (those that exist)."
+    out = {}
+    for kind, name in (('faithful', f'voc12_{method}.yaml'), ('fixed', f'voc12_{method}_fixed.yaml')):
+        c = root/'configs'/name
+        if c.is_file(): out[kind] = dict(load_config(c), _file=f'configs/{name}')
+    return out
+
+IGNORED_KEYS = ('run', 'out_root', 'data_root', 'device', 'num_workers', 'amp', 'deterministic', 'cam_batch_size', 'cam_compile',
+                'cam_channels_last', 'pseudo_batch_size', 'train_gt_bound', 'seg_pretrained_trained', 'make_data', 'eval_max_images')
+"Config keys that do not change what a run measures (paths, devices, speed): a run is faithful / fixed whatever they are."
+
+def _same(a, b)->bool:
+    "Config values equal, weight paths by file name (a run's config.json holds them resolved, the shipped configs relative)."
+    if isinstance(a, str) and isinstance(b, str) and ('/' in a or '/' in b): return Path(a).name == Path(b).name
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)): return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+def config_differences(cfg:dict, # a run's recorded config (`<run>/config.json`)
+                       shipped:dict)->list: # a shipped config (configs/voc12_*.yaml)
+    "The keys (nested ones as `method_args.x`) whose value differs between the run and the shipped config, both with the pipeline's defaults filled in, but `IGNORED_KEYS`."
+    from wsss_nb.cli import notebook_params   # lazy: the command-line module sits above this one
+    defaults = notebook_params('00_run_all')
+    cfg, shipped, out = {**defaults, **cfg}, {**defaults, **shipped}, []
+    for k, v in shipped.items():
+        if k in IGNORED_KEYS or k.startswith('_'): continue
+        if isinstance(v, dict):
+            got = cfg.get(k) or {}
+            out += [f'{k}.{a}' for a, x in v.items() if not (isinstance(got, dict) and a in got and _same(got[a], x))]
+            out += [f'{k}.{a}' for a in (got if isinstance(got, dict) else {}) if a not in v]   # a setting the shipped config leaves at the method's default
+        elif k not in cfg or not _same(cfg[k], v): out.append(k)
+    return out
+
+def _imported(rd:Path)->dict:
+    "{stage: import record} of a run folder's stages that `wsss-nb import` wrote."
+    out = {}
+    for f in sorted(rd.glob('*/_params.json')):
+        try: p = load_json(f).get('params', {})
+        except Exception: continue
+        if isinstance(p, dict) and 'imported' in p: out[f.parent.name] = p['imported']
+    return out
+
+def find_runs(method:str, # a key of `AUTHORS`
+              out_root='outputs', # root of the runs
+              root=None)->list: # project root (configs/)
+    """Every run folder under `out_root` that measured `method` on VOC, whatever its name: dict(run, kind, cfg, scores, why),
+    kind 'released' (a stage was imported, `wsss-nb import`), 'faithful' / 'fixed' (its recorded `config.json` equals
+    configs/voc12_<method>[_fixed].yaml but `IGNORED_KEYS`) or None (`why` names the keys that differ). A folder without a
+    `config.json` (the committed record keeps only `scores.json`) is judged by its name: the shipped configs' run names and `<faithful run>_released`."""
+    root, out_root = Path(root or project_root() or '.'), Path(out_root)
+    shipped, found = _shipped(method, root), []
+    names = {c.get('run'): k for k, c in shipped.items()}
+    faithful_run = shipped.get('faithful', {}).get('run', f'voc12_{method}')
+    names[f'{faithful_run}_released'] = 'released'
+    if not out_root.is_dir(): return found
+    for rd in sorted(p for p in out_root.iterdir() if p.is_dir()):
+        cfg_f, imp = rd/'config.json', _imported(rd)
+        if cfg_f.is_file():
+            try: cfg = load_json(cfg_f)
+            except Exception: continue
+        elif (rd/'import.json').is_file(): cfg = load_json(rd/'import.json').get('config', {})
+        elif rd.name in names and (rd/'scores.json').is_file():   # a record of scores only: judged by its name
+            kind = names[rd.name]
+            base = shipped.get('faithful' if kind == 'released' else kind, {})
+            found.append(dict(run=rd.name, kind=kind, cfg={k: v for k, v in base.items() if not k.startswith('_')}, scores=_scores(out_root, rd.name)[0],
+                              why='its name (no config.json)', imported={}))
+            continue
+        else: continue
+        if cfg.get('method') != method or not str(cfg.get('dataset', '')).startswith('voc12'): continue
+        if imp: kind, why = 'released', 'imported ' + ', '.join(f"{s} ({i.get('kind')})" for s, i in imp.items())
+        else:
+            diffs = {k: config_differences(cfg, c) for k, c in shipped.items()}
+            kind = next((k for k, d in diffs.items() if not d), None)
+            why = (f"config.json equals {shipped[kind]['_file']}" if kind else
+                   '; '.join(f"differs from {shipped[k]['_file']} in {', '.join(d[:4])}{' …' if len(d) > 4 else ''}" for k, d in diffs.items()))
+        found.append(dict(run=rd.name, kind=kind, cfg=cfg, scores=_scores(out_root, rd.name)[0], why=why, imported=imp))
+    return found
+
+def _value(run:dict, q:str, out_root)->tuple:
+    "(value, source) of quantity `q` in one run, the split it was measured on read from the run's config; (None, None) if it has none."
+    cfg, sc, name = run['cfg'], run['scores'], run['run']
+    split, eval_split = cfg.get('train_split', 'train_aug'), cfg.get('eval_split', 'val')
+    for imp in run.get('imported', {}).values(): split = imp.get('split', split)   # an import scores its own split
+    key = dict(cam_miou='cam_miou', cam_miou_train_aug='cam_miou', pseudo_miou_after_refine='pseudo_miou_after_refine',
+               seg_miou='seg_miou', seg_miou_test='seg_miou')[q]
+    want = dict(cam_miou='train', cam_miou_train_aug='train_aug', pseudo_miou_after_refine='train', seg_miou='val', seg_miou_test='test')[q]
+    have = eval_split if q.startswith('seg_') else split
+    if have == want and sc.get(key) is not None: return sc[key], f"{name}/scores.json ({key}, {want})"
+    extra = dict(cam_miou='cams', pseudo_miou_after_refine='pseudo').get(q)   # `wsss-nb score` of the run's own maps on the train subset
+    f = Path(out_root)/name/f'score_train_{extra}.json' if extra else None
+    if f is not None and f.is_file():
+        s = load_json(f)
+        if s.get('split') == 'train' and s.get('miou') is not None: return s['miou'], f"{name}/{f.name} (train)"
+    return None, None
+
+def _how(method, kind, q, runs, shipped, out_root)->str:
+    "How to produce the missing figure `q` of `kind`."
+    if q == 'seg_miou_test': return "missing: VOC 2012 test is scored only by the official evaluation server (submit the test predictions there)"
+    cfgfile = shipped.get('faithful' if kind == 'released' else kind, {}).get('_file', f'configs/voc12_{method}.yaml')
+    mine = [r for r in runs if r['kind'] == kind]
+    if q in ('cam_miou', 'pseudo_miou_after_refine') and mine:   # a run on train_aug: score its own maps on the train subset
+        r = mine[-1]['run']; what = 'cams' if q == 'cam_miou' else 'pseudo/labels'; out = f"score_train_{'cams' if q == 'cam_miou' else 'pseudo'}.json"
+        return (f"missing: {r} scored {mine[-1]['cfg'].get('train_split', 'train_aug')}: `wsss-nb score {Path(out_root)/r/what} {cfgfile} --split train --subset "
+                f"--json {Path(out_root)/r/out}` (or a run with train_split=train)")
+    if mine: return f"missing: {', '.join(r['run'] for r in mine)} has no {q} yet (finish its stages: `wsss-nb run {cfgfile} run={mine[-1]['run']}`)"
+    if kind == 'released':
+        train = (" (for this train row: with the override train_split=train, and --subset for a train_aug folder)"
+                 if q in ('cam_miou', 'pseudo_miou_after_refine') else '')
+        return (f"missing: no run with imported files: `wsss-nb import KIND FILE {cfgfile} [key=value …]`{train} (README 'Checking the authors' "
+                f"numbers from their released files'), then the `wsss-nb run` line it prints")
+    return f"missing: no run whose config.json equals {cfgfile}: `wsss-nb run {cfgfile}`"
 
 def reproduce_table(method:str, # a key of `AUTHORS`
                     out_root='outputs', # root of the runs
                     root=None)->list: # project root (configs/); default `project_root()`
-    "Rows (quantity, figure, value %, source) for one method: the authors', the imported released files' (run `<faithful run>_released`), the faithful and fixed runs'; sources of measured figures are `<run>/scores.json` under `out_root`."
+    """Rows (quantity, figure, value %, source) for one method: the authors', the imported released files', the faithful and
+    fixed runs' (`find_runs`: any run name, from each run's config.json and import records); a measured figure names its run,
+    file and split; a missing one says how to produce it."""
     if method not in AUTHORS: raise ConfigError(f"reproduce: unknown method {method!r}; known: {', '.join(AUTHORS)}")
-    runs = _runs(method, Path(root or project_root() or '.'))
+    root = Path(root or project_root() or '.')
+    shipped, runs = _shipped(method, root), find_runs(method, out_root, root)
+    kinds = ['released'] + [k for k in ('faithful', 'fixed') if k in shipped]
     rows = []
     for q, label in QUANTITIES:
         v, src = AUTHORS[method].get(q, (None, 'not published'))
         rows.append(dict(quantity=label, figure='authors', value=v, source=src))
-        for kind in ('released', 'faithful', 'fixed'):
-            if kind not in runs: continue
-            sc, f = _scores(out_root, runs[kind])
-            val = sc.get(q)
-            rows.append(dict(quantity=label, figure=kind, value=None if val is None else round(100*val, 2),
-                             source=f"{f} ({q})" if val is not None else f"missing: no {runs[kind]}/scores.json with {q}"))
+        for kind in kinds:
+            hits = [(r, *_value(r, q, out_root)) for r in runs if r['kind'] == kind]
+            hits = [h for h in hits if h[1] is not None]
+            if hits: rows.append(dict(quantity=label, figure=kind, value=round(100*hits[-1][1], 2), source=hits[-1][2]))
+            else: rows.append(dict(quantity=label, figure=kind, value=None, source=_how(method, kind, q, runs, shipped, out_root)))
     return rows
+
+def reproduce_runs(method:str, out_root='outputs', root=None)->str:
+    "One line per run of `method` under `out_root`: its name, what it counts as and why (runs that count as nothing say which keys differ)."
+    runs = find_runs(method, out_root, root)
+    return '\n'.join(f"- {r['run']}: {r['kind'] or 'not counted'} ({r['why']})" for r in runs) or f"- no run of {method} under {out_root}"
 
 def reproduce_markdown(method:str, out_root='outputs', root=None)->str:
     "The `reproduce_table` rows as a Markdown table (missing figures show as 'missing')."
@@ -102,7 +214,8 @@ def cmd_reproduce(args)->int: # parsed `wsss-nb reproduce` arguments
         return 1 if problems else 0
     for m in methods:
         if getattr(args, 'readme', False): print(readme_block(m, args.out_root) + '\n')
-        else: print(reproduce_csv(m, args.out_root or 'outputs') if args.csv else reproduce_markdown(m, args.out_root or 'outputs') + '\n')
+        elif args.csv: print(reproduce_csv(m, args.out_root or 'outputs'))
+        else: print(reproduce_markdown(m, args.out_root or 'outputs') + '\n\nRuns found:\n' + reproduce_runs(m, args.out_root or 'outputs') + '\n')
     return 0
 
 # %% ../nbs/10b_reproduce.ipynb #8201e49c

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 from ..core import ConfigError, Stage, configure_determinism, save_json
-from ..cam import MethodContext, WSSSMethod, infer_cams, load_cams, normalize_cams, save_cams, IMAGE_RESIZES, UPSAMPLES
+from ..cam import MethodContext, WSSSMethod, infer_cams, load_cams, normalize_cams, save_cams, IMAGE_RESIZES, UPSAMPLES, CAM_DTYPES
 from ..metrics import cam_threshold_sweep
 from ..dist import barrier, init_distributed, on_main, shard
 from .common import auto_workers, _as_list, _dataset, _without_masks, _subset, _str
@@ -37,7 +37,8 @@ def make_cams(run:str='smoke', out_root='outputs', dataset:str='synthetic', data
               num_workers:int=None, # DataLoader workers loading images; None: `auto_workers` (0 on CPU)
               compile:bool=False, # `torch.compile` the CAM network with dynamic shapes (one compilation; eager if it fails)
               channels_last:bool=True, # channels-last memory format on CUDA (ignored on CPU)
-              deterministic:bool=None)->Stage: # None: bit-exact on CPU, cudnn autotuning on CUDA (see `configure_determinism`)
+              deterministic:bool=None, # None: bit-exact on CPU, cudnn autotuning on CUDA (see `configure_determinism`)
+              dtype:str='float16')->Stage: # stored dtype of the maps (`wsss_nb.cam.CAM_DTYPES`): 'float32' as IRN stores them
     "Compute and save normalised CAMs (the method's own test-time recipe) for every image of `split`, and score them."
     cls = Stage(out_root, run, 'cls', {})
     params = dict(dataset=dataset, data_root=str(data_root), split=split, scales=list(scales), flip=flip,
@@ -46,6 +47,8 @@ def make_cams(run:str='smoke', out_root='outputs', dataset:str='synthetic', data
     for k, choices in (('image_resize', IMAGE_RESIZES), ('upsample', UPSAMPLES)):
         if geometry[k] not in choices: raise ConfigError(f"cam_{k}={geometry[k]!r} is not one of {', '.join(map(repr, choices))}")
     params.update({k: v for k, v in geometry.items() if v != _GEOMETRY_DEFAULTS[k]})  # at the defaults: fingerprints unchanged
+    if dtype not in CAM_DTYPES: raise ConfigError(f"cam_dtype must be one of {', '.join(CAM_DTYPES)}; got {dtype!r}")
+    if dtype != 'float16': params['dtype'] = dtype   # float16 (the default): fingerprints unchanged
     st = Stage(out_root, run, 'cams', params, upstream=[cls])
     if st.done: print(f"cams: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
     if batch_size is not None and batch_size < 1: raise ConfigError(f"cam_batch_size must be >= 1 (or None), got {batch_size}")
@@ -63,7 +66,7 @@ def make_cams(run:str='smoke', out_root='outputs', dataset:str='synthetic', data
     if not default_infer and geometry != _GEOMETRY_DEFAULTS and not getattr(wsss, 'uses_cam_geometry', False):
         raise ConfigError(f"cam_image_resize={image_resize!r} / cam_upsample={upsample!r} apply to the default CAM inference; method "
                           f"{wsss.name!r} has its own `infer` (leave both at 'tensor_bilinear' / 'direct')")
-    with CamWriter(st.path) as writer:
+    with CamWriter(st.path, dtype=dtype) as writer:
         if default_infer and (batch_size > 1 or num_workers > 0 or compile):
             cl = channels_last and dev.type == 'cuda'
             if cl: model = model.to(memory_format=torch.channels_last)
@@ -90,16 +93,18 @@ class CamWriter:
     "Writes CAM files in background threads, so the device never waits for compression or disk; errors surface on exit."
     def __init__(self, out_dir, # folder for `<id>.npz`
                  threads:int=2, # writer threads (`np.savez_compressed` releases the GIL while compressing)
-                 max_pending:int=32): # files queued at most (bounds host memory)
-        self.out_dir, self.max_pending = Path(out_dir), max_pending
+                 max_pending:int=32, # files queued at most (bounds host memory)
+                 dtype:str='float16'): # stored dtype of the maps (`wsss_nb.cam.CAM_DTYPES`)
+        self.out_dir, self.max_pending, self.dtype = Path(out_dir), max_pending, dtype
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix='cam-writer'); self.pending = []
     def put(self, image_id:str, # the image's id (file name)
             cams:torch.Tensor, # (n,H,W) normalised maps, on any device
             keys:torch.Tensor): # (n,) class indices
         "Queue one image's CAM file (the maps are copied to the host now)."
-        cams = cams.detach().to('cpu', torch.float16).numpy() if torch.is_tensor(cams) else np.asarray(cams, np.float16)
+        dt = getattr(torch, self.dtype)
+        cams = cams.detach().to('cpu', dt).numpy() if torch.is_tensor(cams) else np.asarray(cams, self.dtype)
         keys = keys.cpu().numpy() if torch.is_tensor(keys) else np.asarray(keys)
-        self.pending.append(self.pool.submit(save_cams, self.out_dir/f'{image_id}.npz', cams, keys))
+        self.pending.append(self.pool.submit(save_cams, self.out_dir/f'{image_id}.npz', cams, keys, self.dtype))
         if len(self.pending) >= self.max_pending: self._drain(self.max_pending // 2)
     def _drain(self, keep:int=0):
         while len(self.pending) > keep: self.pending.pop(0).result()   # re-raises a failed write

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 from ..core import ConfigError, DataError, Stage, PolyLR, autocast, input_fingerprints, save_torch, seed_everything
 from ..data import SegTransform, get_dataset, load_mask, normalize
-from ..deeplab import DEFAULT_NECK, build_deeplab, msc_loss, resize_labels
+from ..deeplab import DEFAULT_NECK, build_deeplab, msc_loss, resize_labels, train_pad_colour
 from ..dist import all_reduce_sum, init_distributed, on_main, per_rank_batch, seed_rank, shard_loader, wrap_ddp
 from .common import LossLog, auto_workers, _loader, _to, _peak_mem_mb, _subset, _non_default, _checkpoint, _resume, _resume_loader, _generators, _set_rng_state, _save_history
 
@@ -61,6 +61,8 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
                   pretrained=None if pretrained is None else str(pretrained), output_stride=output_stride,
                   rates=list(rates), msc=msc, iters=iters, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                   crop_size=crop_size, scales=list(scales), seed=seed, max_images=max_images, **_non_default(flip=(flip, True), neck=(neck, None)))
+    pad = train_pad_colour(backbone)   # deeplab-pytorch's networks: crops padded with the exact Caffe mean (0 after subtraction)
+    if pad is not None: params['pad'] = list(pad)
     if inputs := input_fingerprints(Path(out_root)/'.hash_cache.json', pretrained=pretrained): params['inputs'] = inputs
     st = Stage(out_root, run, f'seg_{labels}', params, upstream=upstream)
     if st.done: print(f"seg_{labels}: already done with these parameters (run {run!r}: {st.path.name}/)"); return st
@@ -70,7 +72,7 @@ def train_segmentation(run:str='smoke', out_root='outputs', dataset:str='synthet
     if info.distributed: seed_rank(seed, info.rank)
     base = _subset(get_dataset(dataset, data_root, split), max_images)
     label_dir = upstream[0].path/'labels' if upstream else None
-    ds = LabelDirDataset(base, label_dir, SegTransform(crop_size=crop_size, scales=list(scales), flip=flip))
+    ds = LabelDirDataset(base, label_dir, SegTransform(crop_size=crop_size, scales=list(scales), flip=flip, pad_image=pad))
     # under DDP a BN neck normalises with each rank's own batch (no SyncBatchNorm on CPU); neck=0 makes N ranks = 1 process
     neck = DEFAULT_NECK.get(backbone, 0) if neck is None else int(neck)
     model = build_deeplab(backbone, base.num_classes, pretrained=pretrained, output_stride=output_stride,
