@@ -1,5 +1,6 @@
 """deeplab-pytorch's DeepLab-v2 ResNet-101 MSC (kazuto1011/deeplab-pytorch, libs/models/{resnet,deeplabv2,msc}.py): key names
 and shapes, strict loading of its .pth layouts, output sizes, MSC max fusion, frozen BN."""
+from wsss_nb.core import load_config
 import math
 from pathlib import Path
 import pytest, torch, yaml
@@ -128,7 +129,7 @@ def test_registered_and_selected_by_config():
         for suffix in ('', '_fixed'):
             p = ROOT/f'configs/voc12_{name}{suffix}.yaml'
             if p.is_file():
-                cfg = yaml.safe_load(p.read_text())
+                cfg = load_config(p)
                 assert cfg['seg_backbone'] == 'deeplab_resnet101', p.name
                 assert cfg.get('seg_output_stride', 8) == 8, p.name
 

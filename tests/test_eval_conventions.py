@@ -1,4 +1,5 @@
 "The originals' evaluation conventions as options: the CRF's image (deeplab-pytorch, MCIS) and the mIoU conventions."
+from wsss_nb.core import load_config
 import numpy as np
 import pytest
 import yaml
@@ -70,7 +71,7 @@ def test_pred255_conventions_by_hand():
     ('voc12_l2g', 'deeplab', 'ignore'), ('voc12_l2g_csa', 'deeplab', 'ignore'), ('voc12_group', 'deeplab', 'ignore'),
     ('voc12_cam', 'deeplab', 'ignore'), ('voc12_mcis', 'mcis', 'zero')])
 def test_faithful_configs_name_the_conventions(name, crf, absent):
-    cfg = yaml.safe_load((ROOT/'configs'/f'{name}.yaml').read_text())
+    cfg = load_config((ROOT/'configs'/f'{name}.yaml'))
     assert (cfg['eval_crf'], cfg['eval_absent']) == (crf, absent)
     check_eval_options(cfg['eval_crf'], cfg['eval_absent'], cfg['eval_pred255'])
     assert cfg['eval_pred255'] == ('background' if name == 'voc12_cam' else 'miss')

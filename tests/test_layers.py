@@ -70,7 +70,8 @@ def test_no_import_cycle():
 TOP = {'wsss_nb.cli', 'wsss_nb.__main__', 'wsss_nb.distributed', 'wsss_nb.compare', 'wsss_nb.docs'}   # the CLI (and `python -m wsss_nb`) and the runners
 
 @pytest.mark.parametrize('rule', [
-    ('wsss_nb.core', set()),                                          # the bottom imports nothing of the package
+    ('wsss_nb.params', set()),                                        # the bottom (schema, plan, errors; no torch) imports nothing of the package
+    ('wsss_nb.core', {'wsss_nb.params'}),
     ('wsss_nb.dist', {'wsss_nb.core'}),
     ('wsss_nb.cam', {'wsss_nb.core', 'wsss_nb.dist', 'wsss_nb.data', 'wsss_nb.photos', 'wsss_nb.backbones'}),   # the CAM lesson needs no DeepLab; photos is data
 ])

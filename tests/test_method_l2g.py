@@ -1,4 +1,5 @@
 "L2G and the thesis variant l2g_csa through the stages: two-network training, CDA epochs, global-network CAMs, constant-background labels."
+from wsss_nb.core import load_config
 import numpy as np
 import pytest
 import yaml
@@ -38,7 +39,7 @@ def test_l2g_method_args():
 @pytest.mark.parametrize("name", ["voc12_l2g", "demo_l2g", "voc12_l2g_csa", "demo_l2g_csa", "voc12_l2g_fixed", "voc12_l2g_csa_fixed"])
 def test_l2g_configs(name):
     from wsss_nb.cli import valid_keys
-    cfg = yaml.safe_load((ROOT/'configs'/f'{name}.yaml').read_text())
+    cfg = load_config((ROOT/'configs'/f'{name}.yaml'))
     assert not set(cfg) - valid_keys(), set(cfg) - valid_keys()
     m = get_method(cfg['method'], **cfg['method_args'])       # every method_arg is valid
     from wsss_nb.data import SegTransform                     # the stage keys suit the method's own view (if it asks for one)
@@ -52,7 +53,7 @@ RELEASED = dict(freeze_blocks=['conv1a', 'b2', 'b2_1', 'b2_2'], view_short_side=
 @pytest.mark.parametrize('name,quirks', [('voc12_l2g', QUIRKS), ('voc12_l2g_csa', CSA_QUIRKS)])
 def test_faithful_and_fixed_configs(name, quirks):
     "Faithful = every quirk on, the released data pipeline; fixed = the same file with exactly the quirk flags flipped."
-    faithful, fixed = (yaml.safe_load((ROOT/'configs'/f'{n}.yaml').read_text()) for n in (name, f'{name}_fixed'))
+    faithful, fixed = (load_config((ROOT/'configs'/f'{n}.yaml')) for n in (name, f'{name}_fixed'))
     for k, v in {**quirks, **RELEASED}.items(): assert faithful['method_args'][k] == v, (name, k)
     assert (faithful['cls_flip'], faithful['cls_jitter'], faithful['cls_scale_min'], faithful['cls_scale_max']) == (False, 0.3, 1.0, 1.0)
     for k, v in quirks.items(): assert fixed['method_args'][k] == (not v), (name, k)

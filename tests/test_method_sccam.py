@@ -1,5 +1,6 @@
 """SC-CAM through the stages: two rounds train, sub-category labels exist and are consistent, CAMs and pseudo-labels are valid,
 resume keeps the clusters; and the released code's arithmetic behind each quirk flag (momentum, lr at the round cut, round 0)."""
+from wsss_nb.core import load_config
 import importlib
 import numpy as np
 import pytest
@@ -219,7 +220,7 @@ def test_voc12_configs_schedule(name):
     "The shipped VOC configs: rounds fit cls_epochs; the faithful one loads round 0 and cuts 61-epoch decays, the fixed one trains round 0."
     import yaml
     from conftest import ROOT
-    cfg = yaml.safe_load((ROOT/'configs'/f'{name}.yaml').read_text())
+    cfg = load_config((ROOT/'configs'/f'{name}.yaml'))
     m = get_method('sccam', **cfg['method_args'])
     starts = m.starts(cfg['cls_epochs'])
     lengths = np.diff(starts + [cfg['cls_epochs']]).tolist()

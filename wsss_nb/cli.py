@@ -4,51 +4,40 @@
 
 # %% ../nbs/10_cli.ipynb #8e5ecc80
 from __future__ import annotations
-import argparse, ast, contextlib, json, os, signal, sys, time
+import argparse, contextlib, json, os, signal, sys, time
 import wsss_nb
 from pathlib import Path
-from .core import ConfigError, WSSSError, DiskFullError, RunLock, check_keys, clean_stale_temps, is_no_space, load_config, no_space, run_dir, save_json
-from .cam import method_names, methods
-from .core import project_root
-from .stages import STAGES
+from .params import (ConfigError, WSSSError, DataError, PARAMS, SCHEMA, STAGE_NOTEBOOKS, RUN_ALL, check_params, defaults,
+                            NOTEBOOKS, plan, select_steps, schema_table, schema_json)
+
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'SLOT_KINDS', 'TRAINED_SEG_KINDS',
-           'RESULT_FILES', 'TRAIN_STAGES', 'TYPE_EXCEPTIONS', 'POSITIVE', 'NON_NEGATIVE', 'POSITIVE_LISTS',
-           'DEMO_CONFIG', 'OVERRIDE_HELP', 'pipelines_dir', 'notebook_params', 'valid_keys', 'StageFailed',
-           'Interrupted', 'check_components', 'check_weight_kind', 'check_weight_files', 'check_device', 'preflight',
-           'check_writable', 'run_pipeline', 'check_data_inputs', 'check_types', 'methods_table', 'format_scores',
-           'list_components', 'parse_override', 'merge_overrides', 'apply_overrides', 'run_compare', 'main']
+__all__ = ['RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'SLOT_KINDS', 'TRAINED_SEG_KINDS', 'RESULT_FILES',
+           'TRAIN_STAGES', 'DEMO_CONFIG', 'OVERRIDE_HELP', 'LAZY_COMMANDS', 'pipelines_dir', 'notebook_params',
+           'valid_keys', 'StageFailed', 'Interrupted', 'check_components', 'registry_names', 'check_weight_kind',
+           'check_weight_files', 'check_device', 'preflight', 'check_writable', 'run_pipeline', 'RunLog', 'probe_step',
+           'plan_status', 'plan_report', 'check_upstream', 'check_data_inputs', 'check_types', 'methods_table',
+           'format_scores', 'list_components', 'parse_override', 'merge_overrides', 'apply_overrides', 'run_compare',
+           'build_parser', 'params_text', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
-STAGE_NOTEBOOKS = sorted({spec.notebook for spec in STAGES.values()})  # 01_train_cls ... 05_evaluate
-RUN_ALL_ONLY = {'train_gt_bound', 'seg_pretrained_trained'}  # keys only the run-all driver (and its checks before stage 01) reads
+RUN_ALL_ONLY = {p.name for p in PARAMS if not p.stages}  # keys only the plan reads (train_gt_bound)
 PATH_KEYS = ('data_root', 'out_root')
 
 def pipelines_dir()->Path:
     "Folder of the pipeline notebooks (`nbs/pipelines` of the wsss_nb checkout)."
+    from wsss_nb.core import project_root
     for root in (project_root(), Path(wsss_nb.__file__).resolve().parent.parent):
         if root is not None and (root/'nbs'/'pipelines'/'00_run_all.ipynb').is_file(): return root/'nbs'/'pipelines'
     raise WSSSError("Pipeline notebooks not found: wsss-nb runs from a source checkout installed with `pip install -e .`")
 
 def notebook_params(name:str)->dict: # Pipeline notebook name without suffix, e.g. '02_make_cams'
-    "Parameter names and default values of a pipeline notebook's `parameters` cell (literal assignments only)."
-    # Parsed with `ast` rather than `papermill.inspect_notebook`, whose line parser gives up on comments holding '='.
-    path = pipelines_dir()/f'{name}.ipynb'
-    cells = [c for c in json.loads(path.read_text())['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])]
-    if len(cells) != 1: raise WSSSError(f"{path} must have exactly one cell tagged 'parameters', found {len(cells)}")
-    out = {}
-    for node in ast.parse(''.join(cells[0]['source'])).body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise WSSSError(f"{path}: the parameters cell may only hold `name = literal` lines, got: {ast.unparse(node)}")
-        out[node.targets[0].id] = ast.literal_eval(node.value)
-    return out
+    "The keys a pipeline notebook's `parameters` cell declares, with their defaults: from the schema (`wsss_nb.params`), which writes those cells."
+    return defaults(name)
 
 def valid_keys()->set:
-    "Every key a pipeline config may set: the union of the stage notebooks' parameters, plus the run-all keys."
-    keys = set(RUN_ALL_ONLY)
-    for nb in STAGE_NOTEBOOKS: keys |= set(notebook_params(nb))
-    return keys
+    "Every key a pipeline config may set: the schema's keys."
+    return set(SCHEMA)
 
 # %% ../nbs/10_cli.ipynb #f3f83321
 WEIGHT_KEYS = ('pretrained', 'seg_pretrained')  # a local weight file, or the words None / 'imagenet'
@@ -127,6 +116,7 @@ def _strip_ansi(s:str)->str:
 def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
     "Run one pipeline notebook with papermill; the executed copy appears in `out_dir` only when it succeeded."
     import papermill as pm
+    from wsss_nb.core import is_no_space, no_space
     accepted = notebook_params(nb)
     sub = {k: v for k, v in params.items() if k in accepted}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +125,8 @@ def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
     try:
         with _kernel_stopped_on_ctrl_c():
             pm.execute_notebook(str(pipelines_dir()/f'{nb}.ipynb'), str(partial), parameters=sub, kernel_name='python3',
-                                progress_bar=False, log_output=log_output, cwd=str(pipelines_dir()))
+                                progress_bar=False, log_output=log_output, cwd=str(pipelines_dir()),
+                                stdout_file=RunLog.current, stderr_file=None if log_output else RunLog.current)
     except pm.PapermillExecutionError as e:   # an error inside the notebook: one line, the traceback in the notebook
         failed = out_dir/f'{nb}.failed.ipynb'
         if partial.exists(): os.replace(partial, failed)
@@ -176,10 +167,17 @@ def check_components(params:dict, # full pipeline parameters (defaults merged)
     except (ConfigError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"{where}: {e}") from e
 
-def _all_defaults()->dict:
-    out = {}
-    for nb in STAGE_NOTEBOOKS: out.update(notebook_params(nb))
-    return {**out, **notebook_params('00_run_all')}
+def _all_defaults()->dict: return defaults()
+
+def registry_names()->dict:
+    "{registry: its names} for the schema's registry keys (dataset, method, refiner, backbone, segmenter): imports the registries (torch)."
+    from wsss_nb.data import datasets
+    from wsss_nb.cam import methods
+    from wsss_nb.refine import refiners
+    from wsss_nb.backbones import backbones
+    from wsss_nb.deeplab import SEG_NETWORKS
+    return dict(dataset=datasets.names(), method=methods.names(), refiner=refiners.names(), backbone=backbones.names(),
+                segmenter=backbones.names() + sorted(SEG_NETWORKS))
 
 def _check_seg_network_file(params, path):
     "Load `path` into the whole segmentation network `seg_backbone` names (deeplab-pytorch's files: init or trained)."
@@ -281,14 +279,12 @@ def check_device(params:dict, # pipeline parameters (`device`)
         raise ConfigError(f"{where}: device={v!r} but this machine has {n} CUDA device(s) ({have}): pick an index below {n}")
 
 def preflight(cfg:dict, # Flat mapping of pipeline parameters (see `valid_keys`)
-              stages:list=None, # the stage notebooks that will run (default: all)
+              stages:list=None, # the steps that will run (names, notebooks or aliases of `wsss_nb.params.plan`; default: all)
               where:str='config')->dict: # Name of the config source, for errors
     "Every check that can run before stage 01 (keys, types, components, weight files, split files, saliency, device); returns the full parameters."
-    check_keys(cfg, valid_keys(), where=where)
-    stages = stages or STAGE_NOTEBOOKS
-    check_keys({s: 1 for s in stages}, STAGE_NOTEBOOKS, where='stages')
-    params = {**notebook_params('00_run_all'), **_resolve_paths(cfg)}
-    check_types(cfg, _all_defaults(), where=where)   # types and ranges, before any stage
+    if not cfg: raise ConfigError(f"{where}: the config sets no parameter (expected at least `run: NAME`; `wsss-nb params` lists the keys)")
+    params = {**defaults(), **_resolve_paths(check_params(cfg, where, registry_names()))}   # keys, types, ranges, choices
+    stages = sorted({s.notebook for s in select_steps(plan(params), stages)})
     check_device(params, where=where)
     check_components(params, where=where)
     check_weight_files(params, where=where)   # before any stage: a typo should not cost the classifier's training
@@ -331,33 +327,183 @@ def check_writable(out:Path, # the run folder `out_root/run`
     if why: raise ConfigError(f"{where}: out_root: cannot write to {d} ({why}): choose a writable out_root, or fix that folder's permissions")
 
 def run_pipeline(cfg:dict, # Flat mapping of pipeline parameters (see `valid_keys`)
-                 stages:list=None, # Subset of STAGE_NOTEBOOKS to run (default: all)
+                 stages:list=None, # steps of the plan to run (names, notebooks or aliases; default: all)
                  log_output:bool=False, # Stream the notebooks' output (progress bars) to the terminal
-                 where:str='config')->dict: # Name of the config source, for errors
-    "Run the pipeline notebooks with papermill; returns the run's `scores.json` content."
-    stages = stages or STAGE_NOTEBOOKS
+                 where:str='config', # Name of the config source, for errors
+                 dry_run:bool=False)->dict: # only print the plan, the parameters and what would run or be reused
+    "Run the plan's steps, each one pipeline notebook executed with papermill; returns the run's `scores.json` content."
+    from wsss_nb.core import RunLock, run_dir, save_json
     params = preflight(cfg, stages, where)
+    steps = plan(params); chosen = select_steps(steps, stages)
     out = run_dir(params['out_root'], params['run'])
+    if dry_run: print(plan_report(params, steps, chosen, where)); return {}
     nb_dir = out/'notebooks'
     check_writable(out, where)   # a read-only out_root: one line now, not a traceback from the lock or stage 01
-    with RunLock(out):   # a second run on this folder fails now, naming this process
+    with RunLock(out), RunLog(out/'log.txt'):   # a second run on this folder fails now, naming this process
+        from wsss_nb.core import clean_stale_temps
         gone = clean_stale_temps(out) + [f for f in (out/'notebooks').rglob('.*.partial.ipynb') if not f.unlink()]   # ours: we hold the lock
         if gone: print(f"[wsss-nb] removed {len(gone)} temporary file(s) a killed run left in {out}", flush=True)
+        if len(chosen) < len(steps): check_upstream(params, steps, chosen)
         save_json(params, out/'config.json')
         before, aside = _stage_records(out), _set_results_aside(out)
         try:
-            nb = stages[0]
-            for nb in stages:
-                if nb == '04_train_seg':
-                    _execute(nb, nb_dir, {**params, 'seg_labels': 'pseudo'}, log_output)
-                    if params.get('train_gt_bound'): _execute('04_train_seg', nb_dir/'gt_bound', {**params, 'seg_labels': 'gt'}, log_output)
-                else: _execute(nb, nb_dir, params, log_output)
-        except KeyboardInterrupt as e:   # between two notebooks: the stage about to run (or just run) is named
+            step = chosen[0] if chosen else None
+            for step in chosen: _execute(step.notebook, nb_dir/step.notebook_dir, {**params, **step.sets}, log_output)
+        except KeyboardInterrupt as e:   # between two notebooks: the step about to run (or just run) is named
             if isinstance(e, Interrupted): raise
-            raise Interrupted(nb) from None
+            raise Interrupted(step.notebook if step else 'none') from None
         finally: _settle_results(out, aside, before)
     f = out/'scores.json'
     return json.loads(f.read_text()) if f.is_file() else {}
+
+# %% ../nbs/10_cli.ipynb #7fd77623
+class RunLog:
+    "While a run executes: append what the terminal shows, and every stage notebook's output, to `out_root/run/log.txt`."
+    current = last = None   # the open log (stage notebooks write to it); the path of the latest one (errors are appended)
+    def __init__(self, path): self.path, self._line = Path(path), ''
+    def write(self, s:str):
+        "Append `s` as the terminal would end up showing it: a progress bar redrawn with '\\r' leaves its last state only."
+        import re
+        done = []
+        for tok in re.split(r'(\r|\n)', s):
+            if tok == '\r': self._line = ''
+            elif tok == '\n': done.append(self._line + '\n'); self._line = ''
+            else: self._line += tok
+        if done:
+            with contextlib.suppress(OSError, ValueError): self.f.write(''.join(done)); self.f.flush()
+    def flush(self): pass
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, 'a')
+        self.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} wsss-nb {' '.join(sys.argv[1:])}\n")
+        self.out, self.err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(self.out, self), _Tee(self.err, self)
+        RunLog.current, RunLog.last = self, self.path
+        return self
+    def __exit__(self, *exc):
+        sys.stdout, sys.stderr = self.out, self.err
+        if self._line: self.write('\n')
+        RunLog.current = None; self.f.close()
+
+class _Tee:
+    "A stream that writes to the terminal and to the run's log."
+    def __init__(self, stream, log): self.stream, self.log = stream, log
+    def write(self, s): self.log.write(s); return self.stream.write(s)
+    def flush(self): self.stream.flush()
+    def __getattr__(self, name): return getattr(self.stream, name)
+
+def _log_error(line:str):
+    "Append a failed run's one-line error to its log.txt (the run's terminal output is there already)."
+    if RunLog.last is not None:
+        with contextlib.suppress(OSError): open(RunLog.last, 'a').write(line + '\n')
+
+# %% ../nbs/10_cli.ipynb #69cc66e8
+class _Probed(Exception):
+    "Raised at a stage function's `Stage.done` check while probing: the stage it built and whether it is done."
+    def __init__(self, stage, done): self.stage, self.done = stage, done
+
+@contextlib.contextmanager
+def _probing():
+    "While active, a stage function stops at its done check (nothing written: no stage begins, no hash cache saved)."
+    from wsss_nb import core
+    done, save = core.Stage.done, core.save_json
+    def _stop(st): raise _Probed(st, done.fget(st))
+    core.Stage.done, core.save_json = property(_stop), (lambda *a, **k: None)
+    try: yield
+    finally: core.Stage.done, core.save_json = done, save
+
+def _norm(x): 
+    from wsss_nb.core import _json_default
+    return json.loads(json.dumps(x, sort_keys=True, default=_json_default))
+
+def _changed_keys(call:str, st)->list:
+    "The config keys (and upstream folders) whose recorded value in `st`'s `_params.json` differs from the one it would run with."
+    from wsss_nb.core import load_json
+    from wsss_nb.stages import STAGES
+    f = st.path/'_params.json'
+    if not f.is_file(): return []
+    try: rec = load_json(f)
+    except WSSSError: return ['_params.json (unreadable)']
+    spec, new = STAGES[call], _norm(st.params)
+    old_p, new_p = rec.get('params') or {}, new.get('params') or {}
+    keys = []
+    for k in sorted(set(old_p) | set(new_p)):
+        if old_p.get(k) == new_p.get(k): continue
+        if k == 'inputs':
+            a, b = old_p.get(k) or {}, new_p.get(k) or {}
+            keys += [f'content of {n}' for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+        elif k == 'scale': keys.append('cls_scale_min/cls_scale_max')
+        else: keys.append(spec.key(k) if k in spec.args() else k)
+    a, b = rec.get('upstream') or {}, new.get('upstream') or {}
+    return keys + [f'upstream {u}/' for u in sorted(set(a) | set(b)) if a.get(u) != b.get(u)]
+
+def probe_step(step, # a `wsss_nb.params.Step`
+               params:dict)->tuple: # every key's value (`preflight`)
+    "('reuse' | 'resume' | 'run', why, finished) for one step, read-only: each stage function runs up to its done check."
+    from wsss_nb.stages import STAGES, stage_kwargs
+    for call in step.calls:
+        if call == 'data': continue
+        kw = stage_kwargs(call, {**params, **step.sets})
+        try:
+            with _probing(): STAGES[call].fn(**kw, progress=False)
+            return 'run', 'its stage function has no done check', False
+        except _Probed as e: st, done = e.stage, e.done
+        except WSSSError as e: return 'run', str(e).splitlines()[0], False
+        if done: continue
+        finished, diff = (st.path/'_done.json').is_file(), _changed_keys(call, st)
+        if not finished and (st.path/'_params.json').is_file():
+            return ('run', f"started with other parameters ({', '.join(diff)}): starts over", False) if diff else \
+                   ('resume', 'started with these parameters, not finished: resumes', False)
+        if not finished: return 'run', 'not run yet', False
+        bad = st.damaged()
+        return 'run', (f"its files changed ({bad})" if bad else f"changed: {', '.join(diff) or 'its record'}"), True
+    return 'reuse', 'finished with these parameters', True
+
+def plan_status(params:dict, steps:list)->dict:
+    "{step name: (status, why, finished)} of every step; a step whose upstream reruns reruns too."
+    out, rerun = {}, set()
+    for s in steps:
+        ups = [u for u in s.upstream if u in rerun]
+        out[s.name] = ('run', f"upstream {', '.join(u + '/' for u in ups)} reruns", None) if ups else probe_step(s, params)
+        if out[s.name][0] != 'reuse': rerun.add(s.folder)
+    return out
+
+def plan_report(params:dict, # every key's value (`preflight`)
+                steps:list, # `wsss_nb.params.plan(params)`
+                chosen:list=None, # the steps `--stages` picked (default: all)
+                where:str='config')->str: # the config's name
+    "What `--dry-run` prints (both launchers): the plan, what each step would do and why, and every parameter."
+    from wsss_nb.core import run_dir
+    chosen, status = [s.name for s in (chosen or steps)], plan_status(params, steps)
+    lines = [f"plan of {where}: run {params['run']!r} in {run_dir(params['out_root'], params['run'])}"]
+    for s in steps:
+        st, why, _ = status[s.name]
+        act = st if s.name in chosen else f"skip (not in --stages; would {st})"
+        lines.append(f"  {s.name:<16} {s.notebook:<15} -> {s.folder + '/':<11} {act}: {why}")
+    d = defaults()
+    lines.append('parameters (* differs from the default):')
+    lines += [f"  {p.name} = {params[p.name]!r}{'  *' if params[p.name] != d[p.name] else ''}" for p in PARAMS]
+    return '\n'.join(lines)
+
+def _upstream_of(steps:list, chosen:list)->list:
+    "The steps `chosen` reads from (directly or further up) that are not themselves chosen, in plan order."
+    by_folder, names = {s.folder: s for s in steps}, {s.name for s in chosen}
+    todo, need = [u for s in chosen for u in s.upstream], []
+    while todo:
+        u = by_folder.get(todo.pop(0))
+        if u is None or u in need: continue
+        if u.name not in names: need.append(u)
+        todo += list(u.upstream)
+    return sorted(need, key=steps.index)
+
+def check_upstream(params:dict, steps:list, chosen:list):
+    "Refuse, in one line naming the differing keys, to run `chosen` on finished upstream results made with other parameters."
+    bad = []
+    for u in _upstream_of(steps, chosen):
+        st, why, finished = probe_step(u, params)
+        if st != 'reuse' and finished: bad.append(f"{u.name} ({u.folder}/) {why}")
+    if bad: raise ConfigError(f"--stages {' '.join(s.name for s in chosen)}: the results it reads were made with other parameters: "
+                              + '; '.join(bad) + " (add those stages to --stages, or run without --stages)")
 
 # %% ../nbs/10_cli.ipynb #e889dff3
 TRAIN_STAGES = ('01_train_cls', '02_make_cams', '03_make_pseudo', '04_train_seg')   # read `train_split`; 05_evaluate reads `eval_split`
@@ -407,38 +553,11 @@ def check_data_inputs(params:dict, # full pipeline parameters (paths resolved)
 
 
 # %% ../nbs/10_cli.ipynb #0f66f600
-TYPE_EXCEPTIONS = {'pseudo_bg_threshold': (str, float, int), 'eval_crf': (bool, str), 'pretrained': (str, type(None)),
-                   'seg_pretrained': (str, type(None))}   # keys whose default does not show every accepted type
-POSITIVE = ('_batch_size', '_epochs', '_iters', '_lr', '_crop_size', 'synth_n_train', 'synth_size', 'cls_scale_min', 'cls_scale_max')
-NON_NEGATIVE = ('_weight_decay', 'cls_jitter', 'max_images', 'synth_n_val', 'cls_head_lr_mult', 'diverge_factor')
-POSITIVE_LISTS = ('cam_scales', 'seg_scales', 'eval_scales', 'seg_rates')
-
-def _type_name(t): return {bool: 'true/false', int: 'an integer', float: 'a number', str: 'a string', list: 'a list',
-                           dict: 'a mapping', type(None): 'null'}.get(t, t.__name__)
-
 def check_types(cfg:dict, # config keys to check (only those present)
-                defaults:dict, # the pipeline notebooks' parameters-cell defaults (`notebook_params`)
+                defaults_:dict=None, # unused (the schema holds every key's type); kept for old callers
                 where:str='config'): # name of the config source, for errors
-    "Fail at once, naming key and value, when a value has another type than its default (int, float, bool, list, mapping) or is out of range."
-    bad = []
-    for k, v in cfg.items():
-        d = defaults.get(k)
-        if k in TYPE_EXCEPTIONS: ok = isinstance(v, TYPE_EXCEPTIONS[k]); want = ' or '.join(map(_type_name, TYPE_EXCEPTIONS[k]))
-        elif d is None: continue                                    # None defaults take several types; their stage checks
-        elif isinstance(d, bool): ok, want = isinstance(v, bool), _type_name(bool)
-        elif isinstance(d, int): ok, want = isinstance(v, int) and not isinstance(v, bool), _type_name(int)
-        elif isinstance(d, float): ok, want = isinstance(v, (int, float)) and not isinstance(v, bool), _type_name(float)
-        elif isinstance(d, (list, tuple)): ok, want = isinstance(v, (list, tuple)), _type_name(list)
-        elif isinstance(d, dict): ok, want = v is None or isinstance(v, dict), _type_name(dict)
-        elif isinstance(d, str): ok, want = isinstance(v, str), _type_name(str)
-        else: continue
-        if not ok: bad.append(f"{k}={v!r} (expected {want}, like the default {d!r})"); continue
-        num = isinstance(v, (int, float)) and not isinstance(v, bool)
-        if num and (k.endswith(POSITIVE) or k in POSITIVE) and not v > 0: bad.append(f"{k}={v!r} (expected > 0)")
-        elif num and (k.endswith(NON_NEGATIVE) or k in NON_NEGATIVE) and not v >= 0: bad.append(f"{k}={v!r} (expected >= 0)")
-        elif k in POSITIVE_LISTS and (not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)):
-            bad.append(f"{k}={v!r} (expected a non-empty list of positive numbers)")
-    if bad: raise ConfigError(f"{where}: wrong value(s): " + '; '.join(bad))
+    "Fail at once, naming key and value, when a value has the wrong type, is out of range or not one of its choices (`wsss_nb.params.check_params`)."
+    return check_params(cfg, where)
 
 # %% ../nbs/10_cli.ipynb #b4f76d3a
 def _registering_notebook(name:str, nbs:Path)->str:
@@ -450,6 +569,8 @@ def _registering_notebook(name:str, nbs:Path)->str:
 
 def methods_table(root=None)->str: # project root (default: `project_root()`)
     "Markdown table of every registered method: docstring, notebook, VOC configs (faithful / fixed), demo config, refiner."
+    from wsss_nb.core import load_config, project_root
+    from wsss_nb.cam import method_names, methods
     root = Path(root or project_root() or '.')
     rows = ['| method | what it is | notebook | VOC configs (faithful / fixed) | demo config | VOC refiner |', '|---|---|---|---|---|---|']
     for m in method_names():
@@ -479,6 +600,7 @@ def list_components()->str:
     from wsss_nb.backbones import backbones
     from wsss_nb.cam import methods
     from wsss_nb.refine import refiners
+    import wsss_nb.deeplab   # registers deeplab-pytorch's networks as backbones
     return '\n'.join(f'{r.kind + "s:":<11} {", ".join(r.names())}' for r in (datasets, backbones, methods, refiners))
 
 def parse_override(s:str):
@@ -511,11 +633,13 @@ def apply_overrides(cfg:dict, # the config (not modified)
 OVERRIDE_HELP = ("overrides: key=value (value read as YAML); key.sub=value sets one entry of a nested mapping "
                  "(method_args, refiner_args, ...); key={a: 1} merges into the config's mapping; key:={a: 1} replaces it")
 
-def _cmd_run(config, overrides, stages, quiet):
+def _cmd_run(config, overrides, stages, quiet, dry_run=False):
+    from wsss_nb.core import load_config, run_dir
     cfg = apply_overrides(load_config(config), overrides)
-    scores = run_pipeline(cfg, stages=stages, log_output=not quiet, where=str(config))
+    scores = run_pipeline(cfg, stages=stages, log_output=not quiet, where=str(config), dry_run=dry_run)
+    if dry_run: return scores
     print(format_scores(scores))
-    out = run_dir(Path(cfg.get('out_root', 'outputs')), cfg.get('run', notebook_params('00_run_all')['run']))
+    out = run_dir(Path(cfg.get('out_root', 'outputs')), cfg.get('run', defaults()['run']))
     print(f"[wsss-nb] scores: {out/'scores.json'}\n[wsss-nb] report: {out/'report.md'}")
     return scores
 
@@ -526,6 +650,7 @@ def run_compare(methods:list=None, # method names (default: every registered met
                 log_output:bool=False)->Path: # stream the notebook's output
     "Run the comparison notebook `06_compare` with papermill; returns the folder holding `compare.md`."
     from wsss_nb.cam import methods as method_registry
+    from wsss_nb.core import load_config, project_root, run_dir
     params = {'run_prefix': run_prefix, 'overrides': dict(overrides or {})}
     if methods:
         for m in methods: method_registry.get(m)   # fail on a typo before starting a long batch
@@ -533,25 +658,40 @@ def run_compare(methods:list=None, # method names (default: every registered met
     if base_config: params['base_config'] = str(Path(base_config).expanduser().resolve())
     base = load_config(params.get('base_config') or (project_root() or pipelines_dir().parent.parent)/DEMO_CONFIG)
     cfg = merge_overrides(base, params['overrides'])   # the same merge as `run` (compare applies it to every method's config)
-    check_keys(cfg, valid_keys(), where=str(params.get('base_config', DEMO_CONFIG)))
+    check_params(cfg, str(params.get('base_config', DEMO_CONFIG)))
     out_root = Path(cfg.get('out_root', 'outputs'))
     out_root = out_root if out_root.is_absolute() else (project_root() or Path.cwd())/out_root
     dest = run_dir(out_root, run_prefix)
     _execute('06_compare', dest/'notebooks', params, log_output)
     return dest
 
-def main(argv=None):
-    "Entry point of the `wsss-nb` command."
+LAZY_COMMANDS = dict(   # subcommands whose parser lives in a module that imports torch: added only when named
+    prepare=('wsss_nb.prepare', 'add_prepare_parser', 'put a dataset into the VOC layout (VOC12 + SBD, COCO 2014)'),
+    docs=('wsss_nb.docs', 'add_docs_parser', 'build the documentation site'),
+    convert=('wsss_nb.convert', 'add_convert_parser', "convert an original's weight file (MXNet, Caffe) to PyTorch"),
+    **{'import': ('wsss_nb.importers', 'add_import_parser', "turn an author's released file into a finished stage of a run")},
+    score=('wsss_nb.importers', 'add_score_parser', 'per-class and mean IoU of a folder of label PNGs or CAM .npz files'),
+    reproduce=('wsss_nb.reproduce', 'add_reproduce_parser', 'the reproduction table of the VOC configs'))
+
+def _command_of(argv:list)->str|None:
+    "The subcommand `argv` names (its first word that is not an option)."
+    return next((a for a in argv if not a.startswith('-')), None)
+
+def build_parser(argv:list=None)->argparse.ArgumentParser: # the arguments (decides which lazy parser is imported)
+    "The `wsss-nb` argument parser; no torch import unless `argv` names a lazy subcommand."
     p = argparse.ArgumentParser(prog='wsss-nb', description='Weakly supervised semantic segmentation pipelines (papermill notebooks).')
+    p.add_argument('--version', action='version', version=f'wsss-nb {wsss_nb.__version__}')
     sub = p.add_subparsers(dest='cmd', required=True)
     d = sub.add_parser('demo', help='run the whole pipeline on the built-in synthetic dataset (CPU, minutes)')
     d.add_argument('overrides', nargs='*', help='key=value overrides of configs/demo.yaml')
     d.add_argument('--quiet', action='store_true', help='do not stream notebook output')
     d.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
     r = sub.add_parser('run', help='run the pipeline notebooks from a YAML config')
-    r.add_argument('config', help='YAML file of pipeline parameters')
+    r.add_argument('config', help='YAML file of pipeline parameters (`base: other.yaml` inherits another)')
     r.add_argument('overrides', nargs='*', help=OVERRIDE_HELP)
-    r.add_argument('--stages', nargs='+', default=None, help=f'subset of {STAGE_NOTEBOOKS}')
+    r.add_argument('--stages', nargs='+', default=None, help='steps of the plan to run: ' + ', '.join(s.name for s in plan(defaults()))
+                   + ' (or the notebooks / short names cls cams pseudo seg eval)')
+    r.add_argument('--dry-run', action='store_true', help='print the plan, the parameters and which stages would run or be reused, and why; run nothing')
     r.add_argument('--quiet', action='store_true')
     r.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
     c = sub.add_parser('compare', help='run every method through the same pipeline; table + figure')
@@ -562,53 +702,68 @@ def main(argv=None):
     c.add_argument('--quiet', action='store_true')
     c.add_argument('--verbose', action='store_true', help='on failure, also print the failed notebook\'s traceback')
     sub.add_parser('list', help='list registered datasets, backbones, methods and refiners')
-    sub.add_parser('params', help='list every valid config key with its default')
+    pp = sub.add_parser('params', help='every valid config key: type, default, stages that read it, doc')
+    pp.add_argument('--json', action='store_true', help='as JSON (a list of objects)')
+    pp.add_argument('--markdown', action='store_true', help="as the README's Markdown table")
     sub.add_parser('methods', help="the README's table of registered methods (Markdown)")
-    from wsss_nb.prepare import add_prepare_parser, run_prepare
-    add_prepare_parser(sub)   # wsss-nb prepare voc12_aug --sbd DIR | coco14 --annotations FILE...
-    from wsss_nb.docs import add_docs_parser, run_docs
-    add_docs_parser(sub)      # wsss-nb docs [--out DIR] [--execute]
-    from wsss_nb.convert import add_convert_parser, cmd_convert
-    add_convert_parser(sub)   # wsss-nb convert mxnet-resnet38 FILE OUT | caffemodel FILE OUT [--net ...]
-    from wsss_nb.importers import add_import_parser, add_score_parser
-    from wsss_nb.reproduce import add_reproduce_parser
-    add_import_parser(sub); add_score_parser(sub); add_reproduce_parser(sub)   # wsss-nb import | score | reproduce
+    cmd = _command_of(sys.argv[1:] if argv is None else argv)
+    for name, (mod, fn, hlp) in LAZY_COMMANDS.items():
+        if name == cmd:
+            import importlib
+            getattr(importlib.import_module(mod), fn)(sub)
+        else: sub.add_parser(name, help=hlp, add_help=False)
+    return p
+
+def params_text()->str:
+    "`wsss-nb params`: one line per key (`key = default  # accepts; stages: doc`)."
+    short = {v: k for k, v in NOTEBOOKS.items()}
+    return '\n'.join(f"{p.name} = {p.default!r}  # {p.type_text()}; {', '.join(short[n] for n in p.stages) or 'plan'}: {p.doc}" for p in PARAMS)
+
+def main(argv=None):
+    "Entry point of the `wsss-nb` command."
+    p = build_parser(argv)
     a, extra = p.parse_known_args(argv)
     if a.cmd == 'import' and all('=' in x and not x.startswith('-') for x in extra): a.overrides = list(a.overrides) + extra   # key=value after --format
     elif extra: p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if a.cmd == 'list': print(list_components())
-        elif a.cmd == 'prepare': run_prepare(a)
+        elif a.cmd == 'prepare':
+            from wsss_nb.prepare import run_prepare
+            run_prepare(a)
         elif a.cmd == 'methods': print(methods_table())
-        elif a.cmd == 'docs': return run_docs(a)
-        elif a.cmd == 'convert': return cmd_convert(a)
+        elif a.cmd == 'docs':
+            from wsss_nb.docs import run_docs
+            return run_docs(a)
+        elif a.cmd == 'convert':
+            from wsss_nb.convert import cmd_convert
+            return cmd_convert(a)
         elif a.cmd in ('import', 'score', 'reproduce'): return a.func(a)
         elif a.cmd == 'params':
-            defaults = notebook_params('00_run_all')
-            print('\n'.join(f'{k} = {defaults[k]}' for k in sorted(defaults))); print(f'\n# {OVERRIDE_HELP}')
+            if a.json: print(json.dumps(schema_json(), indent=1))
+            elif a.markdown: print(schema_table())
+            else: print(params_text()); print(f'\n# {OVERRIDE_HELP}')
         elif a.cmd == 'demo':
+            from wsss_nb.core import project_root
             root = project_root() or pipelines_dir().parent.parent
             _cmd_run(root/DEMO_CONFIG, a.overrides, None, a.quiet)
         elif a.cmd == 'compare':
             dest = run_compare(a.methods, a.base, dict(parse_override(o) for o in a.overrides), a.prefix, not a.quiet)
             print((dest/'compare.md').read_text()); print(f"[wsss-nb] table: {dest/'compare.md'} and compare.csv; figure: {dest/'compare_maps.png'}")
-        else: _cmd_run(a.config, a.overrides, a.stages, a.quiet)
+        else: _cmd_run(a.config, a.overrides, a.stages, a.quiet, a.dry_run)
     except Interrupted as e:   # Ctrl-C: the kernel is stopped, finished stages and files are kept
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not print a traceback now
-        print(f"wsss-nb: {e}", file=sys.stderr); return 130
+        line = f"wsss-nb: {e}"; print(line, file=sys.stderr); _log_error(line); return 130
     except KeyboardInterrupt:   # before any stage ran
         print("wsss-nb: interrupted before any stage ran", file=sys.stderr); return 130
-    except StageFailed as e:   # one line; the traceback stays in the executed notebook (and on screen with --verbose)
-        if getattr(a, 'verbose', False) and e.traceback: print(e.traceback, file=sys.stderr)
-        print(f"wsss-nb: {e}", file=sys.stderr); return 2
-    except DiskFullError as e:   # before or between stages (config.json, the lock): one line
-        print(f"wsss-nb: {e}", file=sys.stderr); return 2
-    except WSSSError as e:
-        print(f"wsss-nb: error: {e}", file=sys.stderr); return 2
+    except WSSSError as e:   # one line; a stage's traceback stays in the executed notebook (and on screen with --verbose)
+        from wsss_nb.core import DiskFullError
+        if isinstance(e, StageFailed) and getattr(a, 'verbose', False) and e.traceback: print(e.traceback, file=sys.stderr)
+        line = f"wsss-nb: {e}" if isinstance(e, (StageFailed, DiskFullError)) else f"wsss-nb: error: {e}"
+        print(line, file=sys.stderr); _log_error(line); return 2
     except OSError as e:   # permission denied, read-only file system, ...: one line naming the file
-        if is_no_space(e): print(f"wsss-nb: {no_space(Path(e.filename or '.') if e.filename else Path.cwd()/'?')}", file=sys.stderr)
-        else: print(f"wsss-nb: error: {_os_error_line(e)}", file=sys.stderr)
-        return 2
+        from wsss_nb.core import is_no_space, no_space
+        line = f"wsss-nb: {no_space(Path(e.filename or '.') if e.filename else Path.cwd()/'?')}" if is_no_space(e) else f"wsss-nb: error: {_os_error_line(e)}"
+        print(line, file=sys.stderr); _log_error(line); return 2
     return 0
 
 # %% ../nbs/10_cli.ipynb #10b283e2

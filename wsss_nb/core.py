@@ -11,21 +11,14 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['NO_SPACE', 'STAGE_INPUT_HOOKS', 'WSSSError', 'ConfigError', 'DataError', 'Registry', 'check_keys', 'load_config',
-           'seed_everything', 'configure_determinism', 'get_device', 'autocast', 'DiskFullError', 'no_space',
-           'is_no_space', 'atomic_write', 'clean_stale_temps', 'save_json', 'load_json', 'save_npz', 'save_torch',
-           'save_text', 'HashCache', 'params_hash', 'stage_inputs', 'run_dir', 'Stage', 'content_hash',
-           'input_fingerprints', 'RunLock', 'poly_lr', 'PolyLR', 'project_root', 'resolve_path']
+__all__ = ['NO_SPACE', 'STAGE_INPUT_HOOKS', 'Registry', 'check_keys', 'load_config', 'seed_everything', 'configure_determinism',
+           'get_device', 'autocast', 'DiskFullError', 'no_space', 'is_no_space', 'atomic_write', 'clean_stale_temps',
+           'save_json', 'load_json', 'save_npz', 'save_torch', 'save_text', 'HashCache', 'params_hash', 'stage_inputs',
+           'run_dir', 'Stage', 'content_hash', 'input_fingerprints', 'RunLock', 'poly_lr', 'PolyLR', 'project_root',
+           'resolve_path']
 
 # %% ../nbs/00_core.ipynb #740b5ba1
-class WSSSError(Exception):
-    "Base class of every error wsss_nb raises because of user input."
-
-class ConfigError(WSSSError, ValueError):
-    "A configuration key or value is wrong."
-
-class DataError(WSSSError, ValueError):
-    "A dataset file or folder is missing or malformed."
+from .params import WSSSError, ConfigError, DataError   # defined in the torch-free bottom layer, used everywhere
 
 # %% ../nbs/00_core.ipynb #5e004705
 class Registry:
@@ -73,14 +66,29 @@ def check_keys(cfg:dict, # Mapping of parameter names to values
     if unknown:
         raise ConfigError(f"Unknown key(s) in {where}: {', '.join(unknown)}. Valid names: {', '.join(sorted(valid))}")
 
-def load_config(path, # YAML file with a flat mapping of parameters
-                valid=None)->dict: # If given, the set of valid keys
-    "Load a flat YAML config, checking that it is a mapping and (optionally) that its keys are valid."
+def load_config(path, # YAML file with a flat mapping of parameters (`base: other.yaml` inherits another)
+                valid=None, # If given, the set of valid keys
+                _chain=())->dict: # the configs that named this one as their `base` (cycle check)
+    "Load a flat YAML config: a non-empty mapping; `base: other.yaml` (relative to this file's folder) is read first, this file's keys override it (a mapping merges into the base's mapping), `unset: [key, mapping.key]` drops inherited keys."
     path = Path(path)
-    if not path.is_file(): raise ConfigError(f"Config file not found: {path}")
-    try: cfg = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file(): raise ConfigError(f"Config file not found: {path}" + (f" (the base of {_chain[-1]})" if _chain else ''))
+    try: cfg = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e: raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
+    if cfg is None: raise ConfigError(f"Config file {path} is empty (or only comments): expected a mapping of parameters such as "
+                                      f"`run: my_run` (`wsss-nb params` lists them)")
     if not isinstance(cfg, dict): raise ConfigError(f"Config file {path} must hold a mapping of names to values, got {type(cfg).__name__}")
+    if 'base' in cfg:
+        base = cfg.pop('base')
+        if not isinstance(base, str) or not base: raise ConfigError(f"{path}: base={base!r} (expected the file name of another config, relative to {path.parent})")
+        bp, chain = (path.parent/base).resolve(), (*_chain, path.resolve())
+        if bp in chain: raise ConfigError(f"{path}: base: {base} makes a cycle: {' -> '.join(p.name for p in (*chain, bp))}")
+        parent = load_config(bp, None, chain)
+        for key in cfg.pop('unset', None) or []:   # inherited keys to drop ('key' or 'mapping.key')
+            top, _, sub = str(key).partition('.')
+            if top not in parent or (sub and sub not in (parent[top] or {})): raise ConfigError(f"{path}: unset: {key} is not set by {base}")
+            if sub: parent[top] = {k: v for k, v in parent[top].items() if k != sub}
+            else: del parent[top]
+        cfg = {**parent, **{k: {**parent[k], **v} if isinstance(v, dict) and isinstance(parent.get(k), dict) else v for k, v in cfg.items()}}
     if valid is not None: check_keys(cfg, valid, where=str(path))
     return cfg
 

@@ -7,46 +7,51 @@ are in `wsss_nb.dist`."""
 # %% ../nbs/18_distributed.ipynb #fdfafd45
 from __future__ import annotations
 import argparse, os, sys
-from .core import WSSSError, RunLock, load_config, check_keys, resolve_path, run_dir, load_json
+from .core import WSSSError, RunLock, load_config, resolve_path, run_dir, load_json
+from .params import plan, select_steps
 from .dist import init_distributed, is_main, get_rank, on_main, cleanup
 from .stages import STAGES, stage_kwargs, prepare_data, train_classifier, make_cams, make_pseudo_labels, train_segmentation, evaluate
 from .cli import (notebook_params, valid_keys, parse_override, apply_overrides, OVERRIDE_HELP, format_scores, preflight,
-                         _set_results_aside, _settle_results, _stage_records)
+                         plan_report, check_upstream, _set_results_aside, _settle_results, _stage_records)
 
 # %% auto #0
 __all__ = ['STAGE_ORDER', 'run_stages', 'main']
 
 # %% ../nbs/18_distributed.ipynb #746337c7
-STAGE_ORDER = ('cls', 'cams', 'pseudo', 'seg', 'eval')  # what `--stages` accepts, in pipeline order
+STAGE_ORDER = ('cls', 'cams', 'pseudo', 'seg', 'eval')  # short names `--stages` accepts (besides the plan's step names)
 
-def run_stages(cfg:dict, # pipeline parameters (the keys of `wsss-nb params`); missing keys take the notebooks' defaults
-               stages=STAGE_ORDER, # subset of `STAGE_ORDER`, run in pipeline order
+def run_stages(cfg:dict, # pipeline parameters (the keys of `wsss-nb params`); missing keys take the schema's defaults
+               stages=None, # steps of the plan (`wsss_nb.params.plan`): names, notebooks or `STAGE_ORDER` names; None: all
                progress:bool=None, # progress bars (default: rank 0 only)
-               where:str='config')->dict: # name of the config source, for errors
-    "Run pipeline stages in this process (every rank under torchrun; rank 0 holds the run folder's `RunLock`); returns the run's scores on rank 0."
-    check_keys({s: 1 for s in stages}, STAGE_ORDER, where='--stages')
+               where:str='config', # name of the config source, for errors
+               dry_run:bool=False)->dict: # only print the plan report of `wsss-nb run --dry-run` (the same text)
+    "Run the plan's steps in this process (every rank under torchrun; rank 0 holds the run folder's `RunLock`); returns the run's scores on rank 0."
     cfg = {**cfg, **{k: str(resolve_path(cfg[k])) for k in ('data_root', 'out_root') if cfg.get(k) is not None}}
-    p = preflight(cfg, sorted({STAGES[s].notebook for s in stages}), where)   # the checks of `wsss-nb run`, before any stage
-    kw = {s: stage_kwargs(s, p) for s in STAGES}   # the mapping the pipeline notebooks use
-    out = run_dir(kw['eval']['out_root'], p['run'])
+    p = preflight(cfg, stages, where)   # the checks of `wsss-nb run`, before any stage
+    steps = plan(p); chosen = select_steps(steps, stages)
+    out = run_dir(stage_kwargs('eval', p)['out_root'], p['run'])
+    if dry_run:
+        if int(os.environ.get('RANK', '0')) == 0: print(plan_report(p, steps, chosen, where))
+        return {}
     # rank 0 holds the run folder's lock (as `wsss-nb run` does), taken before the process group forms: a second run
     # on the folder fails at once naming the holder, and torchrun then stops the other ranks
     lock = RunLock(out).acquire() if int(os.environ.get('RANK', '0')) == 0 else None
-    try: info = init_distributed(p['device'])
+    try:
+        if len(chosen) < len(steps): check_upstream(p, steps, chosen)   # every rank reads the same records: all refuse alike
+        info = init_distributed(p['device'])
     except BaseException:
         if lock: lock.release()
         raise
     progress = info.is_main if progress is None else progress
     before, aside = (_stage_records(out), _set_results_aside(out)) if info.is_main and out.is_dir() else ({}, {})
+    fns = globals()
     try:
-        if 'cls' in stages or 'cams' in stages: on_main(prepare_data, **kw['data'])
-        if 'cls' in stages: train_classifier(**kw['cls'], progress=progress)
-        if 'cams' in stages: make_cams(**kw['cams'], progress=progress)
-        if 'pseudo' in stages: make_pseudo_labels(**kw['pseudo'], progress=progress)
-        if 'seg' in stages:
-            train_segmentation(**kw['seg'], progress=progress)   # on `seg_labels` (pseudo by default) ...
-            if p['train_gt_bound'] and p['seg_labels'] != 'gt': train_segmentation(**{**kw['seg'], 'labels': 'gt'}, progress=progress)
-        if 'eval' in stages: on_main(evaluate, **kw['eval'], progress=progress)
+        for step in chosen:                      # the plan `wsss-nb run` executes as notebooks, called directly
+            for call in step.calls:
+                fn, kw = fns[STAGES[call].fn.__name__], stage_kwargs(call, {**p, **step.sets})
+                if call == 'data': on_main(fn, **kw)
+                elif call == 'eval': on_main(fn, **kw, progress=progress)
+                else: fn(**kw, progress=progress)
     finally:
         if aside: _settle_results(out, aside, before)   # old scores back only if no stage changed (as `wsss-nb run`)
         if lock: lock.release()
@@ -54,16 +59,18 @@ def run_stages(cfg:dict, # pipeline parameters (the keys of `wsss-nb params`); m
     return load_json(f) if info.is_main and f.is_file() else {}
 
 def main(argv=None):
-    "Entry point: `[torchrun ...] python -m wsss_nb.distributed run CONFIG.yaml [key=value ...] [--stages cls,cams,...]`."
+    "Entry point: `[torchrun ...] python -m wsss_nb.distributed run CONFIG.yaml [key=value ...] [--stages cls,cams,...] [--dry-run]`."
     ap = argparse.ArgumentParser(prog='python -m wsss_nb.distributed', description='Run wsss_nb stages, single process or under torchrun.')
     sub = ap.add_subparsers(dest='cmd', required=True)
     r = sub.add_parser('run', help='run stages from a YAML config (every torchrun process runs this)')
     r.add_argument('config'); r.add_argument('overrides', nargs='*', help=OVERRIDE_HELP)
-    r.add_argument('--stages', default=','.join(STAGE_ORDER), help=f'comma-separated subset of {",".join(STAGE_ORDER)}')
+    r.add_argument('--stages', default=None, help=f'comma-separated steps of the plan (default: all), e.g. {",".join(STAGE_ORDER)}')
+    r.add_argument('--dry-run', action='store_true', help='print the plan, the parameters and which stages would run or be reused; run nothing')
     a = ap.parse_args(argv)
     try:
         cfg = apply_overrides(load_config(a.config), a.overrides)
-        scores = run_stages(cfg, [s.strip() for s in a.stages.split(',') if s.strip()], where=a.config)
+        stages = [s.strip() for s in a.stages.split(',') if s.strip()] if a.stages else None
+        scores = run_stages(cfg, stages, where=a.config, dry_run=a.dry_run)
         if is_main() and scores: print(format_scores(scores))
     except WSSSError as e:   # the checks before stage 01 fail alike on every rank: rank 0 says it, once
         rank = get_rank() if get_rank() else int(os.environ.get('RANK', '0'))

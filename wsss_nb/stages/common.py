@@ -16,7 +16,7 @@ from .. import viz
 from ..dist import all_reduce_sum, get_world_size
 
 # %% auto #0
-__all__ = ['MASK_DIRS', 'collate', 'auto_workers', 'prepare_data', 'split_inputs', 'LossLog']
+__all__ = ['MASK_DIRS', 'collate', 'auto_workers', 'prepare_data', 'split_inputs', 'LossLog', 'write_tensorboard']
 
 # %% ../../nbs/09a_stages.common.ipynb #301f7b4d
 def collate(samples:list)->dict: # list of dataset samples (dicts)
@@ -183,6 +183,7 @@ def _save_history(folder, history, title):
     save_json(history, folder/'history.json')
     curves = {k: [h[k] for h in history] for k in history[0]} if history else {}
     viz.save_figure(viz.plot_loss_curves(curves, title=title), folder/'loss.png')
+    write_tensorboard(Path(folder).parent/'tensorboard'/Path(folder).name, history)   # when tensorboard is installed
 
 class LossLog:
     "Per-step losses kept on the device and read back in blocks, so a training step never waits for the GPU to log."
@@ -229,3 +230,18 @@ class LossLog:
             raise WSSSError(f"{stage}: loss diverged: {now:.3g} ({steps(len(losses)-k+1, len(losses))}) is more than "
                             f"diverge_factor={factor:g} x its start {start:.3g} ({steps(1, k)}) (lr {lr}): lower `{lr_key}` "
                             f"(or raise `diverge_factor`; 0 turns the check off) and rerun; the stage is not marked done and reruns")
+
+# %% ../../nbs/09a_stages.common.ipynb #ca3f1ee1
+def write_tensorboard(logdir, # folder of the event files (replaced)
+                      history:list)->bool: # {name: value} per step, as `LossLog.history`
+    "Write the loss curves as TensorBoard scalars (`loss/<name>` per step) when `tensorboard` is installed; False (nothing written) otherwise."
+    try: from torch.utils.tensorboard import SummaryWriter
+    except ImportError: return False
+    import shutil
+    shutil.rmtree(logdir, ignore_errors=True)
+    w = SummaryWriter(str(logdir))
+    try:
+        for step, h in enumerate(history, 1):
+            for k, v in h.items(): w.add_scalar(f'loss/{k}', v, step)
+    finally: w.close()
+    return True
