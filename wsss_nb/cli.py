@@ -8,7 +8,8 @@ import argparse, contextlib, json, os, signal, sys, time
 import wsss_nb
 from pathlib import Path
 from .params import (ConfigError, WSSSError, DataError, PARAMS, SCHEMA, STAGE_NOTEBOOKS, RUN_ALL, check_params, defaults,
-                            NOTEBOOKS, plan, select_steps, schema_table, schema_json)
+                            NOTEBOOKS, plan, select_steps, schema_table, schema_json,
+                            parse_override, merge_overrides, apply_overrides)
 
 
 # %% auto #0
@@ -17,8 +18,7 @@ __all__ = ['RUN_ALL_ONLY', 'PATH_KEYS', 'WEIGHT_KEYS', 'NESTED_WEIGHT_KEYS', 'SL
            'valid_keys', 'StageFailed', 'Interrupted', 'check_components', 'registry_names', 'check_weight_kind',
            'check_weight_files', 'check_device', 'preflight', 'check_writable', 'run_pipeline', 'RunLog', 'probe_step',
            'plan_status', 'plan_report', 'check_upstream', 'check_data_inputs', 'check_types', 'methods_table',
-           'format_scores', 'list_components', 'parse_override', 'merge_overrides', 'apply_overrides', 'run_compare',
-           'build_parser', 'params_text', 'main']
+           'format_scores', 'list_components', 'run_compare', 'build_parser', 'params_text', 'main']
 
 # %% ../nbs/10_cli.ipynb #b64a1a3d
 RUN_ALL_ONLY = {p.name for p in PARAMS if not p.stages}  # keys only the plan reads (train_gt_bound)
@@ -602,33 +602,6 @@ def list_components()->str:
     from wsss_nb.refine import refiners
     import wsss_nb.deeplab   # registers deeplab-pytorch's networks as backbones
     return '\n'.join(f'{r.kind + "s:":<11} {", ".join(r.names())}' for r in (datasets, backbones, methods, refiners))
-
-def parse_override(s:str):
-    "'key=value' with the value read as YAML (numbers, bools, lists)."
-    import yaml
-    if '=' not in s: raise ConfigError(f"Override {s!r} must look like key=value")
-    k, v = s.split('=', 1)
-    return k.strip(), yaml.safe_load(v)
-
-def merge_overrides(cfg:dict, # the config (not modified)
-                    overrides)->dict: # {key: value} or (key, value) pairs, keys as in `apply_overrides`
-    "The config with parsed overrides merged: `key.sub` sets one entry of a nested dict, a dict value merges into the config's dict, `key:` replaces."
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
-    for k, v in (overrides.items() if isinstance(overrides, dict) else overrides):
-        k = k.strip()
-        if k.endswith(':'): out[k[:-1].strip()] = v; continue          # explicit replacement
-        if '.' in k:
-            top, sub = k.split('.', 1)
-            if not isinstance(out.get(top) or {}, dict): raise ConfigError(f"Override {k}={v!r}: {top} is {out[top]!r}, not a mapping")
-            out[top] = {**(out.get(top) or {}), sub: v}
-        elif isinstance(v, dict) and isinstance(out.get(k), dict): out[k] = {**out[k], **v}
-        else: out[k] = v
-    return out
-
-def apply_overrides(cfg:dict, # the config (not modified)
-                    overrides:list)->dict: # 'key=value' strings, see below
-    "The config with command-line overrides applied: `key=value`; `key.sub=value` sets one entry of a nested dict;\n    a dict value is merged into the config's dict (`method_args={rounds: 2}` keeps the other keys); `key:=value` replaces it whole."
-    return merge_overrides(cfg, [parse_override(o) for o in overrides])
 
 OVERRIDE_HELP = ("overrides: key=value (value read as YAML); key.sub=value sets one entry of a nested mapping "
                  "(method_args, refiner_args, ...); key={a: 1} merges into the config's mapping; key:={a: 1} replaces it")

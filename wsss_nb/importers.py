@@ -363,6 +363,25 @@ def _folder_kind(folder:Path)->WeightsKind:
     if any(p.suffix == '.npz' for p in files): return _kind('cams:npz')
     return _kind('folder')
 
+def _is_caffe_net(path)->bool:
+    "A binary protobuf whose top-level fields are a Caffe NetParameter's, with layers (`layer` = 100 or legacy `layers` = 2, length-delimited): walked on the wire format, nothing decoded."
+    b, i, layers = Path(path).read_bytes(), 0, False
+    def varint(i):
+        n = shift = 0
+        while True:
+            if i >= len(b) or shift > 63: raise ValueError
+            n |= (b[i] & 0x7F) << shift; i += 1; shift += 7
+            if not b[i-1] & 0x80: return n, i
+    try:
+        while i < len(b):
+            tag, i = varint(i); field, wire = tag >> 3, tag & 7
+            if field == 0 or wire not in (0, 1, 2, 5): return False
+            if wire == 0: _, i = varint(i)
+            elif wire == 2: n, i = varint(i); i += n; layers |= field in (2, 100)
+            else: i += 8 if wire == 1 else 4
+        return layers and i == len(b)
+    except ValueError: return False
+
 def identify_weights(path, # a weight file or a folder of released maps / labels
                      parse_caffe:bool=True)->WeightsKind: # try to parse a file of no other format as a .caffemodel (False: 'unknown')
     "What `path` is (`WeightsKind`: kind, what, where it belongs), read from its bytes and keys: no network is built."
@@ -378,10 +397,7 @@ def identify_weights(path, # a weight file or a folder of released maps / labels
             try: return _state_dict_kind(torch.load(path, map_location='cpu', weights_only=True, **kw))._replace(container='PyTorch')
             except Exception: continue
         return _kind('pytorch', keys='unreadable with weights_only=True')._replace(container='PyTorch')
-    try:
-        from wsss_nb.convert import read_caffemodel
-        if parse_caffe and read_caffemodel(path): return _kind('caffemodel')._replace(container='Caffe')
-    except Exception: pass
+    if parse_caffe and _is_caffe_net(path): return _kind('caffemodel')._replace(container='Caffe')
     return _kind('unknown')._replace(container='unknown')
 
 def describe_weights(path)->str: # as `identify_weights`
@@ -619,12 +635,12 @@ _NEXT = dict(cams='03_make_pseudo 04_train_seg 05_evaluate', pseudo='04_train_se
 def import_config(config, # the pipeline config (YAML path or dict)
                   overrides=(), # 'key=value' strings, as `wsss-nb run` takes them
                   no_gt_bound:bool=False)->dict: # add train_gt_bound=false
-    "The config an import uses: `config` with `overrides` merged (`wsss_nb.cli.apply_overrides`), keys checked before anything is read."
-    from wsss_nb.cli import apply_overrides, valid_keys   # lazy: the command-line module sits above this one
+    "The config an import uses: `config` with `overrides` merged (`wsss_nb.params.apply_overrides`), keys checked before anything is read."
+    from wsss_nb.params import SCHEMA, apply_overrides
     from wsss_nb.core import check_keys
     ovr = list(overrides) + (['train_gt_bound=false'] if no_gt_bound else [])
     cfg = apply_overrides(_cfg(config), ovr)
-    check_keys(cfg, valid_keys(), where=f"{config}{' + overrides' if ovr else ''}")
+    check_keys(cfg, set(SCHEMA), where=f"{config}{' + overrides' if ovr else ''}")
     return cfg
 
 def _record_import(st:Stage, cfg:dict, config, overrides):

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 # %% auto #0
 __all__ = ['KINDS', 'RUN_ALL', 'NOTEBOOKS', 'STAGE_NOTEBOOKS', 'PIPELINE_NOTEBOOKS', 'PARAMS', 'SCHEMA', 'WSSSError',
            'ConfigError', 'DataError', 'Param', 'defaults', 'did_you_mean', 'check_value', 'check_params', 'resolve',
-           'params_cell', 'write_params_cells', 'schema_table', 'schema_json', 'Step', 'plan', 'select_steps']
+           'params_cell', 'write_params_cells', 'schema_table', 'schema_json', 'Step', 'plan', 'select_steps',
+           'parse_override', 'merge_overrides', 'apply_overrides']
 
 # %% ../nbs/00b_params.ipynb #e42d581c
 class WSSSError(Exception):
@@ -305,3 +306,32 @@ def select_steps(steps:list, # `plan`'s steps
         raise ConfigError(f"{where}: unknown stage(s): " + '; '.join(f"{n}{did_you_mean(n, valid)}" for n in bad)
                           + f" (expected some of {', '.join(s.name for s in steps)}; or {', '.join(NOTEBOOKS)})")
     return [s for s in steps if {s.name, s.notebook, s.alias} & set(names)]
+
+# %% ../nbs/00b_params.ipynb #a0e1d2c4
+def parse_override(s:str):
+    "'key=value' with the value read as YAML (numbers, bools, lists)."
+    import yaml
+    if '=' not in s: raise ConfigError(f"Override {s!r} must look like key=value")
+    k, v = s.split('=', 1)
+    return k.strip(), yaml.safe_load(v)
+
+def merge_overrides(cfg:dict, # the config (not modified)
+                    overrides)->dict: # {key: value} or (key, value) pairs, keys as in `apply_overrides`
+    "The config with parsed overrides merged: `key.sub` sets one entry of a nested dict, a dict value merges into the config's dict, `key:` replaces."
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    for k, v in (overrides.items() if isinstance(overrides, dict) else overrides):
+        k = k.strip()
+        if k.endswith(':'): out[k[:-1].strip()] = v; continue          # explicit replacement
+        if '.' in k:
+            top, sub = k.split('.', 1)
+            if not isinstance(out.get(top) or {}, dict): raise ConfigError(f"Override {k}={v!r}: {top} is {out[top]!r}, not a mapping")
+            out[top] = {**(out.get(top) or {}), sub: v}
+        elif isinstance(v, dict) and isinstance(out.get(k), dict): out[k] = {**out[k], **v}
+        else: out[k] = v
+    return out
+
+def apply_overrides(cfg:dict, # the config (not modified)
+                    overrides:list)->dict: # 'key=value' strings, see below
+    "The config with command-line overrides applied: `key=value`; `key.sub=value` sets one entry of a nested dict;\n    a dict value is merged into the config's dict (`method_args={rounds: 2}` keeps the other keys); `key:=value` replaces it whole."
+    return merge_overrides(cfg, [parse_override(o) for o in overrides])
+

@@ -62,7 +62,7 @@ def _same(a, b)->bool:
 def config_differences(cfg:dict, # a run's recorded config (`<run>/config.json`)
                        shipped:dict)->list: # a shipped config (configs/voc12_*.yaml)
     "The keys (nested ones as `method_args.x`) whose value differs between the run and the shipped config, both with the pipeline's defaults filled in, but `IGNORED_KEYS`."
-    from wsss_nb.cli import notebook_params   # lazy: the command-line module sits above this one
+    from wsss_nb.params import defaults as notebook_params   # the schema's defaults of a pipeline notebook
     defaults = notebook_params('00_run_all')
     cfg, shipped, out = {**defaults, **cfg}, {**defaults, **shipped}, []
     for k, v in shipped.items():

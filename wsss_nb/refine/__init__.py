@@ -7,11 +7,11 @@ saliency, a single-image and a batched call. The label rules and thresholds them
 from __future__ import annotations
 import inspect
 import numpy as np
-from ..core import ConfigError, DataError, Registry
+from ..core import ConfigError, DataError, Registry, check_keys
 from ..pseudo import threshold_labels, saliency_labels, saliency_params
 
 # %% auto #0
-__all__ = ['refiners', 'Refiner', 'get_refiner']
+__all__ = ['refiners', 'CRF_PSA', 'CRF_DEEPLAB', 'CRF_MCIS', 'CRF_PRESETS', 'Refiner', 'get_refiner', 'crf_params']
 
 # %% ../../nbs/06a_refine.ipynb #57c3054b
 class Refiner:
@@ -86,3 +86,25 @@ class _Saliency(Refiner):
         "Labels of one image; `saliency` is required."
         if saliency is None: raise DataError("refiner 'saliency' needs a saliency map (saliency=None was given)")
         return saliency_labels(cams, keys, saliency, **self.kw)
+
+# %% ../../nbs/06a_refine.ipynb #c7e0a002
+CRF_PSA = dict(n_iters=10, gauss_sxy=3, gauss_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10, clip=1e-5)
+"PSA / SC-CAM CRF on CAMs (jiwoon-ahn/psa: `tool/imutils.py` `crf_inference`, used with these values by SC-CAM)."
+CRF_DEEPLAB = dict(n_iters=10, gauss_sxy=1, gauss_compat=3, bilateral_sxy=67, bilateral_srgb=3, bilateral_compat=4, clip=1e-5)
+"deeplab-pytorch test-time CRF: pos_w=3, pos_xy=1, bi_w=4, bi_xy=67, bi_rgb=3 (kazuto1011/deeplab-pytorch: `configs/voc12.yaml`, `libs/utils/crf.py`)."
+CRF_MCIS = dict(n_iters=1, gauss_sxy=3, gauss_compat=1, bilateral_sxy=80, bilateral_srgb=4, bilateral_compat=3, clip=1e-4)
+"MCIS (Caffe DeepLab) test CRF: 1 iteration, p clamped at 1e-4 (GuoleiSun/MCIS_wsss: the Caffe segmentation test scripts)."
+CRF_PRESETS = dict(psa=CRF_PSA, deeplab=CRF_DEEPLAB, mcis=CRF_MCIS)
+
+
+# %% ../../nbs/06a_refine.ipynb #c7e0a003
+def crf_params(preset, # a dict of `dense_crf` parameters, or a name in `CRF_PRESETS`
+               overrides:dict)->dict: # parameters that replace the preset's
+    "Merge a preset (dict or name in CRF_PRESETS) with explicit overrides, rejecting unknown names."
+    if isinstance(preset, str):
+        if preset not in CRF_PRESETS: raise ConfigError(f"Unknown CRF preset {preset!r}. Valid presets: {', '.join(CRF_PRESETS)}")
+        preset = CRF_PRESETS[preset]
+    params = {**preset, **overrides}
+    check_keys(params, CRF_PSA.keys(), where='CRF parameters')
+    return params
+

@@ -9,21 +9,13 @@ import numpy as np
 from ..core import ConfigError, DataError, check_keys
 from ..pseudo import as_cams_keys, label_ids, psa_background, saliency_labels, saliency_params
 from . import Refiner, refiners
+from . import CRF_PSA, CRF_DEEPLAB, CRF_MCIS, CRF_PRESETS, crf_params
 
 # %% auto #0
-__all__ = ['CRF_PSA', 'CRF_DEEPLAB', 'CRF_MCIS', 'CRF_PRESETS', 'PYDENSECRF_MISSING', 'DEEPLAB_MEAN_BGR', 'CRF_IMAGES',
-           'has_pydensecrf', 'crf_backend', 'require_pydensecrf', 'dense_crf', 'crf_image', 'crf_params', 'crf_labels',
-           'psa_confident_labels', 'CRFRefiner']
+__all__ = ['PYDENSECRF_MISSING', 'DEEPLAB_MEAN_BGR', 'CRF_IMAGES', 'has_pydensecrf', 'crf_backend', 'require_pydensecrf',
+           'dense_crf', 'crf_image', 'crf_labels', 'psa_confident_labels', 'CRFRefiner']
 
 # %% ../../nbs/06b_refine.crf.ipynb #da1238ed
-CRF_PSA = dict(n_iters=10, gauss_sxy=3, gauss_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10, clip=1e-5)
-"PSA / SC-CAM CRF on CAMs (jiwoon-ahn/psa: `tool/imutils.py` `crf_inference`, used with these values by SC-CAM)."
-CRF_DEEPLAB = dict(n_iters=10, gauss_sxy=1, gauss_compat=3, bilateral_sxy=67, bilateral_srgb=3, bilateral_compat=4, clip=1e-5)
-"deeplab-pytorch test-time CRF: pos_w=3, pos_xy=1, bi_w=4, bi_xy=67, bi_rgb=3 (kazuto1011/deeplab-pytorch: `configs/voc12.yaml`, `libs/utils/crf.py`)."
-CRF_MCIS = dict(n_iters=1, gauss_sxy=3, gauss_compat=1, bilateral_sxy=80, bilateral_srgb=4, bilateral_compat=3, clip=1e-4)
-"MCIS (Caffe DeepLab) test CRF: 1 iteration, p clamped at 1e-4 (GuoleiSun/MCIS_wsss: the Caffe segmentation test scripts)."
-CRF_PRESETS = dict(psa=CRF_PSA, deeplab=CRF_DEEPLAB, mcis=CRF_MCIS)
-
 PYDENSECRF_MISSING = ("pydensecrf is not installed (the optional extra: `pip install -e \".[crf]\"`, a C++ source build "
                       "that needs a compiler; no wheels for Python >= 3.12, and it does not build on 3.13)")
 _FALLBACK_NOTED = []   # holds True once the fallback has been announced in this process
@@ -106,16 +98,6 @@ def crf_image(image:np.ndarray, # HxWx3 uint8 RGB image
     return np.ascontiguousarray((np.trunc(x).astype(np.int64) % 256).astype(np.uint8))
 
 # %% ../../nbs/06b_refine.crf.ipynb #7449355a
-def crf_params(preset, # a dict of `dense_crf` parameters, or a name in `CRF_PRESETS`
-               overrides:dict)->dict: # parameters that replace the preset's
-    "Merge a preset (dict or name in CRF_PRESETS) with explicit overrides, rejecting unknown names."
-    if isinstance(preset, str):
-        if preset not in CRF_PRESETS: raise ConfigError(f"Unknown CRF preset {preset!r}. Valid presets: {', '.join(CRF_PRESETS)}")
-        preset = CRF_PRESETS[preset]
-    params = {**preset, **overrides}
-    check_keys(params, CRF_PSA.keys(), where='CRF parameters')
-    return params
-
 def crf_labels(image:np.ndarray, # HxWx3 uint8 RGB image
                cams, # (n,H,W) CAMs in [0,1]
                keys, # (n,) 0-based foreground class indices

@@ -13,7 +13,7 @@ from ..core import ConfigError, DataError
 from ..metrics import ConfusionMeter
 from ..pseudo import as_cams_keys, label_ids, psa_background
 from . import Refiner, refiners
-from .crf import CRF_PSA, crf_params
+from . import CRF_PSA, crf_params
 
 # %% auto #0
 __all__ = ['PermutohedralLattice', 'dense_crf_torch', 'crf_torch_labels_batch', 'crf_torch_labels', 'CRFTorchRefiner',
