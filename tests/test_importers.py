@@ -52,7 +52,7 @@ def test_cam_import_then_pseudo_stage(fmt, cfg, ds, tmp_path):
     assert d['summary']['imported']['sha256'] == file_sha256(tmp_path/'released_cams') and 0 <= d['summary']['cam_miou'] <= 1
     p = make_pseudo_labels('voc_released', cfg['out_root'], 'synthetic', cfg['data_root'], refiner='none', progress=False)
     assert_label_files(p.path/'labels', ds)
-    assert json.loads((p.path/'_params.json').read_text())['upstream']['cams'] == d['fingerprint']
+    assert json.loads((p.path/'_params.json').read_text())['upstream']['cams'] == st.fingerprint_done()   # its fingerprint + its files' sha1
     again = import_cams(tmp_path/'released_cams', fmt, cfg)   # same file: the stage is the same (and downstream stays valid)
     assert again.fingerprint == d['fingerprint']
 

@@ -18,11 +18,11 @@ def trained(smoke_data, tmp_path):
 def test_cam_stage_resumes_after_a_crash(trained, monkeypatch):
     out, data = trained
     real, calls, lock = CAMS.save_cams, [], threading.Lock()
-    def crash_after_three(path, cams, keys):     # CAM files are written by the stage's writer threads
+    def crash_after_three(path, cams, keys, *args, **kw):     # CAM files are written by the stage's writer threads
         with lock:
             if len(calls) == 3: raise KeyboardInterrupt('killed')
             calls.append(path)
-        real(path, cams, keys)
+        real(path, cams, keys, *args, **kw)
     monkeypatch.setattr(CAMS, 'save_cams', crash_after_three)
     with pytest.raises(KeyboardInterrupt): S.make_cams(out_root=out, data_root=data, scales=[1.0], **COMMON)
     stage = out/'r'/'cams'
