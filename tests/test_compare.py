@@ -49,7 +49,7 @@ def test_compare_cli_passes_overrides_to_the_merge(monkeypatch, tmp_path):
     import wsss_nb.cli as cli
     seen = {}
     monkeypatch.setattr(cli, '_execute', lambda nb, out_dir, params, log: seen.update(params))
-    monkeypatch.setattr(cli, 'run_dir', lambda *a: tmp_path)
+    monkeypatch.setattr('wsss_nb.core.run_dir', lambda *a: tmp_path)   # imported where it is used
     (tmp_path/'compare.md').write_text('| table |\n')
     assert cli.main(['compare', 'method_args.rounds=3', '--methods', 'sccam', '--quiet']) == 0
     assert seen['overrides'] == {'method_args.rounds': 3}

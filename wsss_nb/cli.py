@@ -117,7 +117,8 @@ def _execute(nb:str, out_dir:Path, params:dict, log_output:bool):
     "Run one pipeline notebook with papermill; the executed copy appears in `out_dir` only when it succeeded."
     import papermill as pm
     from wsss_nb.core import is_no_space, no_space
-    accepted = notebook_params(nb)
+    from wsss_nb.params import PIPELINE_NOTEBOOKS
+    accepted = notebook_params(nb) if nb in PIPELINE_NOTEBOOKS else params   # 06_compare: its own few parameters, given as they are
     sub = {k: v for k, v in params.items() if k in accepted}
     out_dir.mkdir(parents=True, exist_ok=True)
     final, partial = out_dir/f'{nb}.ipynb', out_dir/f'.{nb}.partial.ipynb'
