@@ -81,13 +81,27 @@ def test_criteria_on_examples():
     assert _unclean("cls: already done with these parameters (/work/main/outputs/demo/cls)")
     assert not _unclean("cls: already done with these parameters (run 'lesson': cls/)")
 
-def _bad_learned(line:str)->bool:
-    return '(down)' not in line or ('mIoU' in line and '(above)' not in line)
+ADMITS = 'do not clear the all-background floor'   # a lesson that says so in its markdown may show a run that stays within the margin
+
+def _bad_learned(line:str, admitted:bool=False)->bool:
+    if '(down)' not in line: return True
+    if 'mIoU' not in line or '(above)' in line: return False
+    return not (admitted and '(NOT above:' in line)   # within the margin: only where the lesson says so
+
+def _admits(nb)->bool:
+    return any(ADMITS in ''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+
+def test_not_above_needs_the_lesson_to_say_so():
+    line = 'learned: a: loss 1 -> 0.9 over 9 steps (down); mIoU 21.2% vs all-background floor 19.8% (NOT above: +1.4 points, margin 3.0)'
+    assert _bad_learned(line) and not _bad_learned(line, admitted=True)
+    assert _bad_learned(line.replace('(down)', '(NOT down)'), admitted=True)   # the loss must still fall
+    assert not _admits({'cells': [{'cell_type': 'markdown', 'source': ['its maps do not clear the floor']}]})
 
 @pytest.mark.parametrize('path', [p for p in LESSONS if p.name not in LEARNED_EXEMPT], ids=lambda p: p.name)
 def test_learned_lines_pass(path):
     "Every `learned:` line of a lesson's committed outputs says the loss went down and, where scored, the maps beat the floor."
-    bad = [l for l in learned_lines(output_text(_read(path))) if _bad_learned(l)]
+    nb = _read(path)
+    bad = [l for l in learned_lines(output_text(nb)) if _bad_learned(l, _admits(nb))]
     assert not bad, f"{path.name}: training runs that did not learn:\n" + '\n'.join(bad)
 
 @pytest.mark.parametrize('path', [p for p in LESSONS if p.name not in LEARNED_EXEMPT], ids=lambda p: p.name)

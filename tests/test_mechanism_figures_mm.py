@@ -36,8 +36,11 @@ def test_learned_lines(name, runs):
     for r in runs:
         mine = [l for l in lines if r in l]
         assert len(mine) == 1, (r, lines)
-        assert '(down)' in mine[0] and 'NOT' not in mine[0], mine[0]
-        if 'mIoU' in mine[0]: assert '(above)' in mine[0], mine[0]
+        assert '(down)' in mine[0] and 'NOT down' not in mine[0], mine[0]
+        if 'mIoU' not in mine[0] or '(above)' in mine[0]: continue
+        # within the margin of the floor: allowed only for the method's run beside CAM, and only where the lesson says so
+        says = any('do not clear the all-background floor' in ''.join(c['source']) for c in _cells(name) if c['cell_type'] == 'markdown')
+        assert 'vs CAM' in r and not r.startswith('CAM') and '(NOT above:' in mine[0] and says, mine[0]
 
 @pytest.mark.parametrize('name', ['14_msa.ipynb', '12_mcis.ipynb'])
 def test_outputs_clean(name):
