@@ -60,3 +60,32 @@ def faithful_and_fixed(method:str)->tuple:
     changed = {k for k in faithful if faithful[k][0] != fixed[k][0]}
     assert {k for k, (_, c) in fixed.items() if c.startswith('FIX')} == changed - {'run'}
     return faithful, fixed, changed
+
+# ---- the fast loop: `pytest -m "not slow"` starts no process (issue 24, point 8) ----
+# A test that starts a Jupyter kernel, a Python subprocess, torchrun, a shell script or a browser is marked
+# `@pytest.mark.slow`; one that is not fails at teardown naming the command. DataLoader workers (os.fork) and helper
+# programs libraries run for themselves (fc-list, ldconfig, ip) are allowed.
+import sys
+_SPAWNERS = ('python', 'ipykernel', 'jupyter', 'papermill', 'torchrun', 'chromium', 'chrome', 'bash', 'sh', 'nbdev', 'wsss-nb')
+_running, _started = [None], {}
+
+def _audit(event, args):
+    if event != 'subprocess.Popen' or _running[0] is None: return
+    argv = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+    exe = os.path.basename(str(args[0] or (argv[0] if argv else '')))
+    if exe.startswith(_SPAWNERS): _started.setdefault(_running[0], []).append(' '.join(map(str, argv))[:120])
+sys.addaudithook(_audit)
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _running[0] = None if item.get_closest_marker('slow') else item.nodeid
+    try: yield
+    finally: _running[0] = None
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = (yield).get_result()
+    if call.when == 'teardown' and _started.get(item.nodeid) and rep.passed:
+        rep.outcome = 'failed'
+        rep.longrepr = (f'{item.nodeid} starts a process but is not marked slow: add @pytest.mark.slow '
+                        f'(started: {_started.pop(item.nodeid)[0]})')

@@ -87,6 +87,7 @@ def _smoke_cfg(tmp, data, **kw):
                seg_crop_size=64, seg_rates=[2, 4], **kw)
     f = tmp/'cfg.yaml'; f.write_text(yaml.safe_dump(cfg)); return f
 
+@pytest.mark.slow
 def test_diverged_stage_is_one_line_not_done_and_reruns(smoke_data, tmp_path, capsys):
     "Through the real CLI and papermill: a NaN loss stops the stage with one line naming the step, lr and key; no done marker."
     from wsss_nb.cli import main
@@ -122,6 +123,7 @@ def test_verbose_prints_the_traceback_then_the_line(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith('Traceback') and err[-1].startswith('wsss-nb: 02_make_cams failed: IndexError')
 
+@pytest.mark.slow
 @pytest.mark.parametrize('module', ['wsss_nb', 'wsss_nb.cli'])
 def test_python_dash_m_is_the_cli(module, tmp_path):
     p = subprocess.run([sys.executable, '-m', module, 'list'], capture_output=True, text=True, cwd=ROOT)
@@ -159,6 +161,7 @@ def test_every_shipped_config_passes_the_type_check():
     from wsss_nb.core import load_config
     for f in sorted((ROOT/'configs').glob('*.yaml')): check_types(load_config(f), _all_defaults(), str(f))
 
+@pytest.mark.slow
 def test_second_run_on_a_locked_folder_fails_at_once(tmp_path, capsys, monkeypatch):
     "A live process holding out_root/run: the CLI fails before any stage, naming it; a dead holder's lock is taken over."
     import socket, wsss_nb.cli as cli

@@ -134,6 +134,7 @@ def test_finite_divergence_stops_the_stage_through_the_cli(smoke_data, tmp_path,
 
 # ---- temporaries of killed runs, set-aside results ----
 
+@pytest.mark.slow
 def test_stale_temporaries_and_report_figures_are_cleared(smoke_data, tmp_path):
     import wsss_nb.core as core, wsss_nb.cli as cli
     dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True).stdout.strip()

@@ -90,6 +90,7 @@ def _config(tmp_path, data, **kw):
                cls_epochs=1, cls_batch_size=8, cls_crop_size=64, device='cpu', **kw)
     f = tmp_path/'cfg.yaml'; f.write_text(yaml.safe_dump(cfg)); return f
 
+@pytest.mark.slow
 def test_full_disk_before_any_stage(smoke_data, tmp_path):
     "The run's config.json cannot be written: one line `wsss-nb: no space left on <run folder>`, the old file intact."
     f = _config(tmp_path, smoke_data)
@@ -99,6 +100,7 @@ def test_full_disk_before_any_stage(smoke_data, tmp_path):
     assert err[0].startswith(f'wsss-nb: no space left on {run} (writing config.json): '), err[0]
     assert (run/'config.json').read_text() == '{"old": true}' and not list(run.glob('.*.tmp'))
 
+@pytest.mark.slow
 def test_full_disk_writing_the_executed_notebook(smoke_data, tmp_path):
     "Papermill cannot save the executed notebook: one line naming the stage; the last good notebook kept, no 0-byte copy."
     f = _config(tmp_path, smoke_data)
@@ -110,6 +112,7 @@ def test_full_disk_writing_the_executed_notebook(smoke_data, tmp_path):
     assert sorted(p.name for p in nbs.iterdir()) == ['01_train_cls.ipynb']          # no partial, no empty .failed copy
     assert (nbs/'01_train_cls.ipynb').read_text() == '{"previous": "run"}'
 
+@pytest.mark.slow
 def test_full_disk_inside_a_stage(smoke_data, tmp_path):
     "Through papermill and the kernel: the classifier's checkpoint hits the full disk; one line, no half-written file, not done."
     f = _config(tmp_path, smoke_data)

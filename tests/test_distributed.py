@@ -103,6 +103,7 @@ def test_update_mismatch_measures_relative_rounding():
         assert worst == pytest.approx(1e-3, rel=1e-3) and bad == []
     assert update_mismatch(one, {'w': one['w'], 'bn': torch.ones(3)*2}, w0)[1] == ['bn']
 
+@pytest.mark.slow
 def test_classifier_ddp_matches_single_process(runs):
     one, two, cfg = runs
     h1, h2 = _history(one, 'cls'), _history(two, 'cls')
@@ -114,6 +115,7 @@ def test_classifier_ddp_matches_single_process(runs):
     assert worst < 1e-3 and not bad, (worst, bad)
     assert json.loads((two/'cls'/'_done.json').read_text())['summary']['world_size'] == 2
 
+@pytest.mark.slow
 def test_deeplab_ddp_step_matches_single_process(runs):
     one, two, cfg = runs
     h1, h2 = _history(one, 'seg_gt'), _history(two, 'seg_gt')
@@ -122,6 +124,7 @@ def test_deeplab_ddp_step_matches_single_process(runs):
     worst, bad = update_mismatch(_state(one/'seg_gt'/'model.pt'), _state(two/'seg_gt'/'model.pt'), _init_deeplab(cfg, 9))
     assert worst < 1e-3 and not bad, (worst, bad)        # the gradient averaged over 2 ranks = the 1-process gradient
 
+@pytest.mark.slow
 def test_sharded_cams_and_pseudo_labels_match_one_rank(runs):
     from wsss_nb.cam import load_cams
     from wsss_nb.data import load_mask
@@ -181,6 +184,7 @@ def test_runner_prints_one_line_on_rank_0_only(tmp_path, capsys, monkeypatch):
     assert outs['1'][1] == []
     assert not (tmp_path/'out').exists()
 
+@pytest.mark.slow
 def test_runner_takes_the_run_lock(tmp_path, monkeypatch):
     "run_stages on rank 0: a run folder held by another live process fails at once naming it, no stage runs; the lock is released after a run."
     import socket, subprocess, sys

@@ -88,6 +88,7 @@ def test_docs_cli_parser(tmp_path, capsys):
     assert run_docs(p.parse_args(['docs', '--out', str(tmp_path/'out'), '--nbs', str(nbs)])) == 0
     assert (tmp_path/'out'/'index.html').is_file() and '3 pages' in capsys.readouterr().out
 
+@pytest.mark.slow
 def test_execute_notebooks_like_nbdev_test(tmp_path):
     "Outputs stored, cwd = the notebook's folder, a `#| notest` cell left out with its stale output cleared."
     nb = tmp_path/'01_x.ipynb'
@@ -130,6 +131,7 @@ def _visible_text(dom:str)->str:
 
 LESSONS_IN_BROWSER = ('06_pseudo', '11_sccam')   # two lessons with formulas and figures, plus the contents and start pages
 
+@pytest.mark.slow
 def test_site_in_headless_chromium(tmp_path):
     "The contents page, the start page and two lessons, after their JavaScript ran: math typeset (no raw `$...$`), images there, no error box."
     exe = _chromium()

@@ -1,6 +1,7 @@
 """`benchmarks/gpu_check.sh` (issue 26): the one-call GPU check cannot fail on a typo. Every flag it passes to a benchmark
 exists there, every step writes one of at most 8 files, and bad arguments stop it with one line before anything runs."""
 import re, subprocess
+import pytest
 from conftest import ROOT
 
 SCRIPT = ROOT/'benchmarks'/'gpu_check.sh'
@@ -27,6 +28,7 @@ def test_outputs_fit_the_device_tool():
     files = {f for _, f, _ in _steps()} | {'summary.md'}
     assert len(files) <= 8 and all(re.fullmatch(r'[\w.-]+', f) for f in files), files
 
+@pytest.mark.slow
 def test_bad_arguments_stop_before_any_step(tmp_path):
     for args, says in ((['--device', 'tpu'], '--device must be cuda or cpu'), (['--nope'], 'unknown argument --nope')):
         r = subprocess.run(['bash', str(SCRIPT), *args], capture_output=True, text=True, env={'OUT': str(tmp_path), 'PATH': '/usr/bin:/bin'})

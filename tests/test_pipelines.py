@@ -8,6 +8,8 @@ import papermill as pm
 import pytest
 from conftest import PIPELINES
 
+pytestmark = pytest.mark.slow   # every test runs pipeline notebooks in Jupyter kernels (papermill)
+
 SMOKE = dict(run='smoke', dataset='synthetic', make_data=False, cls_epochs=1, cls_batch_size=8, cls_crop_size=64,
              cam_scales=[1.0, 0.5], seg_iters=10, seg_batch_size=4, seg_crop_size=64, seg_rates=[2, 4, 6, 8])
 

@@ -91,6 +91,7 @@ def _kill_after_first_checkpoint(p):
             os.kill(p.pid, signal.SIGKILL); p.wait(); return int(line.split()[1])
     p.wait(); raise AssertionError(f'child ended before its first checkpoint (rc {p.returncode})')
 
+@pytest.mark.slow
 @pytest.mark.parametrize('stage, folder, killed_at', [('cls', 'cls', 2), ('seg', 'seg_gt', 6)])
 def test_killed_training_resumes_exactly(stage, folder, killed_at, smoke_data, tmp_path):
     """kill -9 right after the first checkpoint (cls: end of epoch 1 of 3; DeepLab: step 6 of 9, mid-epoch: 4 batches per epoch), rerun:

@@ -2,6 +2,7 @@
 `nbdev-export` would write them for a copy of the notebook) registers itself and runs through every stage on the smoke
 dataset, in a fresh process (so the toy stays out of this process's method registry); its lesson cells run too."""
 import json, subprocess, sys, textwrap
+import pytest
 from conftest import ROOT
 
 TEMPLATE = ROOT/'nbs'/'_template_method.ipynb'
@@ -13,6 +14,7 @@ def test_template_has_the_checklist():
     for item in ('Register', 'Hyperparameters', 'Override only what differs', 'Lessons', 'Configs', 'Test', 'References'):
         assert item in md, item
 
+@pytest.mark.slow
 def test_toy_method_from_the_template_runs_through_all_stages(smoke_data, tmp_path):
     code = [c for c in _cells() if c.startswith('#| export')]
     assert len(code) >= 2, 'the template must export its imports and its method'
