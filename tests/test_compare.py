@@ -9,6 +9,7 @@ SMOKE = dict(dataset='synthetic', make_data=False, cls_epochs=1, cls_batch_size=
              seg_iters=4, seg_batch_size=4, seg_crop_size=48, seg_rates=[1, 2], seg_msc=False, eval_max_images=4, pretrained=None,
              seg_pretrained=None, pseudo_bg_threshold=0.3, refiner='none')
 
+@pytest.mark.slow   # runs the 06_compare notebook with papermill (a kernel)
 def test_compare_writes_table_and_figure(smoke_data, tmp_path):
     second = 'l2g' if 'l2g' in method_registry.names() else None
     methods = ['cam'] + ([second] if second else [])
